@@ -1,0 +1,146 @@
+"""Batch augmentation for the training pipeline: zoom, random erasing, mixup (applied in that order).
+
+An experiment turns each op on with its own CONFIG keys:
+
+    zoom_range=(0.9, 1.1)        scale factors per axis, as ImageDataGenerator(zoom_range=[0.9, 1.1]):
+                                 < 1 zooms in, > 1 zooms out; width and height drawn independently
+    zoom_fill="nearest"          what fills outside the image: "nearest" (ImageDataGenerator's default)
+                                 or "constant" (black)
+    erase_prob=0.5               probability that an image gets one erased rectangle
+    erase_area=(0.02, 0.4)       rectangle area as a fraction of the image (Zhong et al.'s s_l, s_h)
+    erase_aspect=(0.3, 3.3)      rectangle height/width ratio (r_1, 1/r_1)
+    erase_value=(0.0, 1.0)       the rectangle is filled with one value drawn from this range
+    mixup_alpha=0.2              Beta(alpha, alpha) weight per image; needs one_hot=True
+
+Why not Keras' RandomZoom / RandomErasing / MixUp layers: they draw from a seed *state* that advances
+per call, so the batches of an epoch depend on the map's call order and on what ran before a resume.
+These ops draw from stateless RNGs keyed by (epoch seed, batch index): the same trial seed gives the
+same batches, in parallel maps and across resumed runs. RandomErasing also samples its box per side
+rather than by area and aspect ratio, which is not the random-erasing recipe the log used.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+AUGMENTATION_KEYS = ("zoom_range", "zoom_fill", "erase_prob", "erase_area", "erase_aspect",
+                     "erase_value", "mixup_alpha")
+ERASE_TRIES = 10  # candidate rectangles per image; the first that fits is used, as in the paper's loop
+
+Augment = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+def _seeds(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
+    """n independent stateless seeds from one (2,) seed."""
+    return list(tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), n)))
+
+
+def zoom(images: tf.Tensor, seed: tf.Tensor, zoom_range, fill: str = "nearest") -> tf.Tensor:
+    """Scale each image about its centre by factors drawn from zoom_range (per axis)."""
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    low, high = zoom_range
+    factors = tf.random.stateless_uniform([batch, 2], seed, low, high)  # (zx, zy)
+    zx, zy = factors[:, 0], factors[:, 1]
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    # affine_transform maps each output pixel (x, y) to the input point (zx*x + a2, zy*y + b2):
+    # a factor below 1 samples a smaller region, i.e. zooms in (ImageDataGenerator's convention).
+    zeros = tf.zeros_like(zx)
+    transform = tf.stack([zx, zeros, cx * (1 - zx), zeros, zy, cy * (1 - zy), zeros, zeros], axis=1)
+    return keras.ops.image.affine_transform(images, transform, interpolation="bilinear",
+                                            fill_mode=fill, fill_value=0.0)
+
+
+def random_erase(images: tf.Tensor, seed: tf.Tensor, prob: float, area, aspect, value) -> tf.Tensor:
+    """Random erasing (Zhong et al. 2017): with probability prob, fill one rectangle with one value."""
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    s_apply, s_area, s_aspect, s_pos, s_value = _seeds(seed, 5)
+    # ERASE_TRIES candidates per image, drawn by area and aspect ratio; keep the first that fits.
+    area_frac = tf.random.stateless_uniform([batch, ERASE_TRIES], s_area, area[0], area[1])
+    log_aspect = tf.random.stateless_uniform([batch, ERASE_TRIES], s_aspect,
+                                             tf.math.log(float(aspect[0])), tf.math.log(float(aspect[1])))
+    box_area = area_frac * float(height * width)
+    box_h = tf.round(tf.sqrt(box_area * tf.exp(log_aspect)))
+    box_w = tf.round(tf.sqrt(box_area / tf.exp(log_aspect)))
+    fits = (box_h >= 1) & (box_w >= 1) & (box_h <= height) & (box_w <= width)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1)
+    box_h = tf.gather(box_h, first, batch_dims=1)
+    box_w = tf.gather(box_w, first, batch_dims=1)
+    erase = tf.reduce_any(fits, axis=1) & (tf.random.stateless_uniform([batch], s_apply) < prob)
+    # Top-left corner uniform over the positions where the box fits.
+    corner = tf.random.stateless_uniform([batch, 2], s_pos)
+    top = tf.floor(corner[:, 0] * (height - box_h + 1))
+    left = tf.floor(corner[:, 1] * (width - box_w + 1))
+    rows = tf.range(height, dtype=tf.float32)[None, :, None]
+    cols = tf.range(width, dtype=tf.float32)[None, None, :]
+    inside = ((rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None])
+              & (cols >= left[:, None, None]) & (cols < (left + box_w)[:, None, None])
+              & erase[:, None, None])
+    fill = tf.random.stateless_uniform([batch], s_value, value[0], value[1])
+    return tf.where(inside[..., None], fill[:, None, None, None], images)
+
+
+def mixup(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, alpha: float
+          ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mix each image and its one-hot label with a random partner from the batch, same weight for both."""
+    batch = tf.shape(images)[0]
+    s_perm, s_a, s_b = _seeds(seed, 3)
+    partner = tf.argsort(tf.random.stateless_uniform([batch], s_perm))
+    # Beta(alpha, alpha) as X / (X + Y) with X, Y ~ Gamma(alpha).
+    x = tf.random.stateless_gamma([batch], s_a, alpha)
+    y = tf.random.stateless_gamma([batch], s_b, alpha)
+    lam = x / (x + y)
+    mixed_images = lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * tf.gather(images, partner)
+    mixed_labels = lam[:, None] * labels + (1 - lam[:, None]) * tf.gather(labels, partner)
+    return mixed_images, mixed_labels
+
+
+def check_config(config: dict) -> None:
+    """Raise ValueError naming the key and the fix when an augmentation setting cannot work."""
+    if config.get("zoom_range") is not None:
+        low, high = config["zoom_range"]
+        if not 0 < low <= high:
+            raise ValueError(f"zoom_range {config['zoom_range']} must be two scale factors 0 < low <= high, "
+                             f"e.g. (0.9, 1.1)")
+        if config.get("zoom_fill", "nearest") not in ("nearest", "constant", "reflect", "wrap"):
+            raise ValueError(f"zoom_fill {config['zoom_fill']!r} must be 'nearest' or 'constant'")
+    if config.get("erase_prob", 0):
+        if not 0 <= config["erase_prob"] <= 1:
+            raise ValueError(f"erase_prob {config['erase_prob']} must lie in [0, 1]")
+        low, high = config.get("erase_area", (0.02, 0.4))
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"erase_area {(low, high)} must satisfy 0 < low <= high <= 1")
+        low, high = config.get("erase_aspect", (0.3, 1 / 0.3))
+        if not 0 < low <= high:
+            raise ValueError(f"erase_aspect {(low, high)} must satisfy 0 < low <= high")
+    if config.get("mixup_alpha"):
+        if config["mixup_alpha"] <= 0:
+            raise ValueError(f"mixup_alpha {config['mixup_alpha']} must be positive")
+        if not config.get("one_hot", False):
+            raise ValueError("mixup mixes labels, so it needs one_hot=True (and a categorical loss)")
+
+
+def augmenter(config: dict) -> Augment | None:
+    """The batch augmentation an experiment's config asks for, or None when it asks for none."""
+    check_config(config)
+    zoom_range = config.get("zoom_range")
+    erase_prob = config.get("erase_prob", 0)
+    alpha = config.get("mixup_alpha")
+    if zoom_range is None and not erase_prob and not alpha:
+        return None
+
+    def augment(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        s_zoom, s_erase, s_mix = _seeds(seed, 3)
+        if zoom_range is not None:
+            images = zoom(images, s_zoom, zoom_range, config.get("zoom_fill", "nearest"))
+        if erase_prob:
+            images = random_erase(images, s_erase, erase_prob, config.get("erase_area", (0.02, 0.4)),
+                                  config.get("erase_aspect", (0.3, 1 / 0.3)),
+                                  config.get("erase_value", (0.0, 1.0)))
+        if alpha:
+            images, labels = mixup(images, labels, s_mix, alpha)
+        return images, labels
+
+    return augment

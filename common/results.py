@@ -1,0 +1,104 @@
+"""Result files: where they live, how they are written (atomically), and the provenance they carry."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
+SMOKE_SUBDIR = "smoke"  # smoke runs live apart, under results/smoke/, and are never summarised
+METRICS_FILE, HISTORY_FILE = "metrics.json", "history.csv"
+
+
+def trial_dir(results_dir: Path, folder: str, trial: int, smoke: bool = False) -> Path:
+    base = results_dir / SMOKE_SUBDIR if smoke else results_dir
+    return base / folder / f"trial_{trial}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- provenance
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict[str, Any]:
+    commit = _git("rev-parse", "HEAD")
+    # Result files are written by the runs themselves, so they do not make the code dirty.
+    status = _git("status", "--porcelain", "--", ".", ":(exclude)results")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware() -> dict[str, Any]:
+    import tensorflow as tf
+
+    gpus = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        gpus.append(details.get("device_name", gpu.name))
+    return {"device": "GPU" if gpus else "CPU", "gpus": gpus, "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(), "platform": platform.platform()}
+
+
+def versions() -> dict[str, str]:
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {"python": sys.version.split()[0], "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": numpy.__version__}
+
+
+def provenance(data_source: str, data_fingerprint: str, data_description: str) -> dict[str, Any]:
+    return {"git": git_state(), "versions": versions(), "hardware": hardware(),
+            "data": {"source": data_source, "fingerprint": data_fingerprint,
+                     "description": data_description}}

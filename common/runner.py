@@ -1,0 +1,381 @@
+"""The trial loop every experiment's train.py hands over to.
+
+`run_experiment` parses the command line (common flags plus one flag per CONFIG key), loads the
+data, and runs the trials that are not finished yet. A trial writes, under
+results/<experiment folder>/trial_<i>/:
+
+    metrics.json   loss and accuracy per split, epochs, seed, config, provenance (written last)
+    history.csv    one row per finished epoch
+    checkpoint/    weights, optimizer and early-stopping state after the last finished epoch;
+                   deleted once metrics.json exists. A rerun resumes from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import fcntl
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from common import data as fmnist
+from common import results
+
+# Config keys the runner itself reads; every other key is the experiment's own (build_model reads it).
+REQUIRED_KEYS = ("trials", "seed", "epochs", "patience", "batch_size")
+RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """A problem the user fixes by changing the command; the message says how."""
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite; the trial cannot finish."""
+
+
+# ---------------------------------------------------------------- command line
+
+def _parse_like(default: Any, key: str) -> Callable[[str], Any]:
+    """An argparse type that reads a value of the same type as the config default (nanoGPT style)."""
+
+    def parse(text: str) -> Any:
+        if isinstance(default, bool):
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"--{key} takes true or false, not {text!r}")
+        if isinstance(default, str):
+            return text
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise argparse.ArgumentTypeError(f"--{key}: cannot read {text!r} as a value") from None
+        if default is None:
+            return value
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+            value = type(default)(value)
+        if type(value) is not type(default):
+            raise argparse.ArgumentTypeError(
+                f"--{key} takes a {type(default).__name__} like {default!r}, not {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser(folder: str, explanation: str, config: dict) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python {folder}/train.py", description=f"{folder}: {explanation}",
+        epilog="Rerunning the same command resumes: finished trials are kept, an interrupted "
+               "trial continues from its last finished epoch.")
+    parser.add_argument("--data-dir", help=f"folder with the four Fashion-MNIST IDX files "
+                        f"(default: ${fmnist.ENV_VAR}, else Keras' download)")
+    parser.add_argument("--results-dir", type=Path, default=results.DEFAULT_RESULTS_DIR,
+                        help="where trial folders go (default: %(default)s)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a quick check: a tiny stratified subset, 1 epoch and 1 trial unless "
+                             "--epochs/--trials say otherwise; results go under <results-dir>/smoke/")
+    parser.add_argument("--force", action="store_true", help="rerun trials that are already finished")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow CPU threads (default 0: TensorFlow decides)")
+    group = parser.add_argument_group("config", "override the experiment's CONFIG values")
+    for key, default in config.items():
+        flags = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
+        group.add_argument(*flags, dest=f"config.{key}", type=_parse_like(default, key),
+                           metavar=type(default).__name__.upper(), help=f"(default: {default!r})")
+    return parser
+
+
+def parse_config(parser: argparse.ArgumentParser, config: dict, argv: list[str] | None
+                 ) -> tuple[argparse.Namespace, dict, dict]:
+    """The parsed common flags, the effective config and the overrides the user gave."""
+    args = parser.parse_args(argv)
+    overrides = {key: getattr(args, f"config.{key}") for key in config
+                 if getattr(args, f"config.{key}") is not None}
+    effective = {**RUNNER_DEFAULTS, **config, **overrides}
+    if args.smoke:  # one quick epoch and trial unless asked otherwise
+        effective["epochs"] = overrides.get("epochs", 1)
+        effective["trials"] = overrides.get("trials", 1)
+    # Values as they come back from metrics.json (tuples become lists), so configs compare equal.
+    effective = json.loads(json.dumps(effective))
+    missing = [k for k in REQUIRED_KEYS if k not in effective]
+    if missing:
+        raise UsageError(f"CONFIG lacks {', '.join(missing)}; every train.py sets {', '.join(REQUIRED_KEYS)}")
+    for key in ("trials", "epochs", "batch_size"):
+        if effective[key] < 1:
+            raise UsageError(f"--{key} must be at least 1, got {effective[key]}")
+    return args, effective, overrides
+
+
+# ---------------------------------------------------------------- seeding and devices
+
+def configure_tensorflow(threads: int, fix_seed: bool) -> None:
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)  # share a notebook's GPU politely
+    if fix_seed:
+        # Same seed, same numbers: TF then refuses or serialises the few nondeterministic ops.
+        tf.config.experimental.enable_op_determinism()
+
+
+def trial_seed(config: dict, trial: int) -> int:
+    """Trial i uses seed + i; without seed fixing a fresh random seed is drawn for every run."""
+    if config["fix_seed"]:
+        return int(config["seed"]) + trial
+    return int(np.random.default_rng().integers(2**31 - 1))
+
+
+# ---------------------------------------------------------------- one trial
+
+@contextlib.contextmanager
+def trial_lock(directory: Path) -> Iterator[bool]:
+    """Yields False when another process holds this trial; the OS drops the lock if we die."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield True
+
+
+class Checkpoint:
+    """Weights, optimizer and early-stopping state after the last finished epoch of one trial.
+
+    Each epoch's weights go to a new file and state.json (written atomically, last) names the
+    files it belongs to, so a kill at any moment leaves a consistent checkpoint behind.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.state_path = directory / "state.json"
+
+    def load_state(self) -> dict | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def save(self, model, state: dict, improved: bool) -> None:
+        """Save after an epoch; records the weight files' names in `state`."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        epoch = state["epoch"]
+        state["weights"] = f"epoch_{epoch}.weights.h5"
+        self._save_weights(model, state["weights"])
+        if improved:
+            state["best_weights"] = f"best_epoch_{epoch}.weights.h5"
+            shutil.copyfile(self.directory / state["weights"], self.directory / state["best_weights"])
+        results.atomic_write_json(self.state_path, state)
+        keep = {state["weights"], state.get("best_weights"), self.state_path.name}
+        for path in self.directory.iterdir():
+            if path.name not in keep and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+
+    def _save_weights(self, model, name: str) -> None:
+        tmp = self.directory / f".{name}.tmp.weights.h5"  # Keras insists on the .weights.h5 suffix
+        model.save_weights(tmp)
+        os.replace(tmp, self.directory / name)
+
+    def restore(self, model, name: str) -> None:
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.directory / name)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _epoch_line(prefix: str, row: dict, epochs: int, best: bool) -> str:
+    return (f"{prefix} epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f} acc {row['accuracy']:.4f}"
+            f"  val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}"
+            f"  {row['seconds']:.1f}s{'  *' if best else ''}")
+
+
+def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[dict], Any],
+              dataset: fmnist.FashionMNIST, label: str, log: Callable[[str], None]) -> dict:
+    """Train one trial to the end (resuming its checkpoint if any) and return its metrics record."""
+    import keras
+
+    from common import pipeline
+
+    checkpoint = Checkpoint(directory / "checkpoint")
+    state = checkpoint.load_state()
+    if state is not None and state.get("config") != config:
+        log(f"{label}: checkpoint was made with another config; starting the trial afresh")
+        checkpoint.remove()
+        state = None
+    seed = state["seed"] if state else trial_seed(config, trial)
+    if config["fix_seed"]:
+        keras.utils.set_random_seed(seed)  # weight initialisation; the data order has its own seeds
+    model = build_model(config)
+    if getattr(model, "optimizer", None) is None:
+        raise UsageError("build_model(config) must return a compiled model (call model.compile)")
+    if state:
+        checkpoint.restore(model, state["weights"])
+        log(f"{label}: resuming after epoch {state['epoch']} (best so far: epoch {state['best_epoch']})")
+    else:
+        state = {"seed": seed, "config": config, "epoch": 0, "best_epoch": 0,
+                 "best_val_loss": math.inf, "wait": 0, "history": [], "wall_seconds": 0.0,
+                 "started_at": results.now_iso(), "sittings": 0}
+    state["sittings"] += 1
+
+    x_valid, y_valid = dataset.x_valid, dataset.y_valid
+    valid_ds = pipeline.eval_dataset(x_valid, y_valid, config)
+    while state["epoch"] < config["epochs"] and state["wait"] < config["patience"]:
+        epoch = state["epoch"] + 1
+        start = time.perf_counter()
+        train_ds = pipeline.train_dataset(dataset.x_train, dataset.y_train, config,
+                                          pipeline.epoch_seed(seed, epoch))
+        logs = model.fit(train_ds, validation_data=valid_ds, epochs=1, shuffle=False, verbose=0).history
+        row = {"epoch": epoch, **{k: float(v[-1]) for k, v in logs.items()},
+               "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+               "seconds": round(time.perf_counter() - start, 2)}
+        if not all(math.isfinite(row[k]) for k in ("loss", "val_loss")):
+            raise TrainingDiverged(f"{label}: the loss became {row['loss']} (valid {row['val_loss']}) "
+                                   f"at epoch {epoch}; lower the learning rate or check the model")
+        improved = row["val_loss"] < state["best_val_loss"]
+        if improved:
+            state.update(best_val_loss=row["val_loss"], best_epoch=epoch, wait=0)
+        else:
+            state["wait"] += 1
+        state["history"].append(row)
+        state["epoch"] = epoch
+        state["wall_seconds"] += row["seconds"]
+        checkpoint.save(model, state, improved)
+        results.atomic_write_text(directory / results.HISTORY_FILE,
+                                  pd.DataFrame(state["history"]).to_csv(index=False))
+        log(_epoch_line(label, row, config["epochs"], improved))
+
+    # Early stopping's restore_best_weights: evaluate the epoch with the lowest valid loss.
+    checkpoint.restore(model, state["best_weights"])
+    start = time.perf_counter()
+    metrics = {}
+    for split, (x, y) in dataset.splits().items():
+        scores = model.evaluate(pipeline.eval_dataset(x, y, config), verbose=0, return_dict=True)
+        metrics[split] = {"loss": float(scores["loss"]), "accuracy": float(scores["accuracy"])}
+    state["wall_seconds"] += time.perf_counter() - start
+    return {
+        "trial": trial, "seed": seed, "seed_fixed": config["fix_seed"], "metrics": metrics,
+        "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+        "stopped_early": state["wait"] >= config["patience"],
+        "wall_seconds": round(state["wall_seconds"], 1), "sittings": state["sittings"],
+        "started_at": state["started_at"], "finished_at": results.now_iso(),
+        "parameters": int(model.count_params()),
+    }
+
+
+# ---------------------------------------------------------------- the experiment
+
+def _config_difference(old: dict, new: dict) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if k != "trials" and old.get(k) != new.get(k)]
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
+def _finished_record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_experiment(train_file: str, experiment: str, base: str | None, explanation: str,
+                   config: dict, build_model: Callable[[dict], Any],
+                   argv: list[str] | None = None) -> int:
+    """Run an experiment's trials from its command line; returns the process exit code."""
+    folder = Path(train_file).resolve().parent.name
+    parser = build_parser(folder, explanation, config)
+    try:
+        args, effective, overrides = parse_config(parser, config, argv)
+        return _run(folder, experiment, base, explanation, config, effective, overrides, args, build_model)
+    except (fmnist.DataError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished trials and the last finished epoch are kept; rerun the same "
+              f"command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(folder, experiment, base, explanation, default_config, config, overrides, args,
+         build_model) -> int:
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    results_dir = args.results_dir.expanduser().resolve()
+    # Refuse to mix configs before spending time on data: finished trials must match this run.
+    pending = []
+    for trial in range(config["trials"]):
+        directory = results.trial_dir(results_dir, folder, trial, args.smoke)
+        record = _finished_record(directory / results.METRICS_FILE)
+        if record is not None and not args.force:
+            difference = _config_difference(record.get("config", {}), config)
+            if difference:
+                raise UsageError(
+                    f"{directory} was run with another config ({difference}); rerun with --force to "
+                    f"replace such trials, or give another --results-dir to keep both")
+            continue
+        pending.append((trial, directory))
+    done = config["trials"] - len(pending)
+    log(f"{folder}: {config['trials']} trial(s), {done} already finished"
+        + (f", overrides {overrides}" if overrides else "") + (" [smoke]" if args.smoke else ""))
+    if not pending:
+        return EXIT_OK
+
+    dataset = fmnist.load(args.data_dir, smoke=args.smoke)
+    configure_tensorflow(args.threads, config["fix_seed"])
+    provenance = results.provenance(dataset.source, dataset.fingerprint, dataset.description)
+    log(f"data: {dataset.source} ({dataset.description}); train {len(dataset.y_train)}, "
+        f"valid {len(dataset.y_valid)}, test {len(dataset.y_test)}; {provenance['hardware']['device']}")
+    skipped = 0
+    for trial, directory in pending:
+        with trial_lock(directory) as acquired:
+            if not acquired:
+                log(f"{folder} trial {trial}: another process is running it; skipped")
+                skipped += 1
+                continue
+            if not args.force and (directory / results.METRICS_FILE).exists():
+                continue  # another process finished it while we were busy with earlier trials
+            if args.force:
+                Checkpoint(directory / "checkpoint").remove()
+            label = f"{folder} trial {trial + 1}/{config['trials']}"
+            record = run_trial(trial, directory, config, build_model, dataset, label, log)
+            record = {"experiment": experiment, "folder": folder, "base": base,
+                      "explanation": explanation, "smoke": args.smoke, **record,
+                      "epochs_max": config["epochs"], "default_trials": default_config["trials"],
+                      "overrides": overrides, "config": config, "provenance": provenance}
+            results.atomic_write_json(directory / results.METRICS_FILE, record)
+            Checkpoint(directory / "checkpoint").remove()
+            test = record["metrics"]["test"]
+            log(f"{label} done: test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}), "
+                f"best epoch {record['best_epoch']} of {record['epochs_run']}, "
+                f"{record['wall_seconds'] / 60:.1f} min -> {directory / results.METRICS_FILE}")
+    if skipped:
+        log(f"{folder}: {skipped} trial(s) left to the other process running them")
+    return EXIT_OK
