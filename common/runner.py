@@ -63,7 +63,7 @@ def _parse_like(default: Any, key: str) -> Callable[[str], Any]:
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            raise argparse.ArgumentTypeError(f"--{key}: cannot read {text!r} as a value") from None
+            value = text
         if default is None:
             return value
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -72,7 +72,7 @@ def _parse_like(default: Any, key: str) -> Callable[[str], Any]:
             value = type(default)(value)
         if type(value) is not type(default):
             raise argparse.ArgumentTypeError(
-                f"--{key} takes a {type(default).__name__} like {default!r}, not {text!r}")
+                f"--{key} takes a value like {default!r} ({type(default).__name__}), not {text!r}")
         return value
 
     return parse
@@ -223,6 +223,8 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     from common import pipeline
 
     checkpoint = Checkpoint(directory / "checkpoint")
+    for litter in directory.rglob(".*.tmp*"):  # temporary files of a process killed mid-write
+        litter.unlink(missing_ok=True)
     state = checkpoint.load_state()
     if state is not None and state.get("config") != config:
         log(f"{label}: checkpoint was made with another config; starting the trial afresh")
@@ -252,7 +254,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
                                           pipeline.epoch_seed(seed, epoch))
         logs = model.fit(train_ds, validation_data=valid_ds, epochs=1, shuffle=False, verbose=0).history
         row = {"epoch": epoch, **{k: float(v[-1]) for k, v in logs.items()},
-               "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+               "learning_rate": float(model.optimizer.learning_rate.numpy()),
                "seconds": round(time.perf_counter() - start, 2)}
         if not all(math.isfinite(row[k]) for k in ("loss", "val_loss")):
             raise TrainingDiverged(f"{label}: the loss became {row['loss']} (valid {row['val_loss']}) "

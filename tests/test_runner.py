@@ -1,0 +1,173 @@
+"""The trial runner end to end: train.py from any directory, result files, resume, reproducibility."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from common import runner
+from conftest import REPO, run_script
+
+EXP001 = REPO / "exp001_simple_dense" / "train.py"
+EXP002 = REPO / "exp002_conv" / "train.py"
+
+
+def load_train_module(path):
+    spec = importlib.util.spec_from_file_location(f"train_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_metrics(results, folder, trial=0):
+    return json.loads((results / folder / f"trial_{trial}" / "metrics.json").read_text())
+
+
+def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
+    results = tmp_path / "results"
+    for script in (EXP001, EXP002):
+        done = run_script(str(script), "--data-dir", str(tiny_data), "--results-dir", str(results),
+                          "--epochs", "2", "--trials", "2")
+        assert done.returncode == 0, done.stderr
+        assert "epoch   1/2" in done.stdout and "done: test accuracy" in done.stdout
+    record = read_metrics(results, "exp002_conv", 1)
+    assert record["experiment"] == "exp002" and record["base"] == "exp001"
+    assert record["seed"] == 1 and record["trial"] == 1 and record["epochs_run"] == 2
+    for split in ("train", "valid", "test"):
+        assert 0 <= record["metrics"][split]["accuracy"] <= 1 and record["metrics"][split]["loss"] > 0
+    assert record["config"]["epochs"] == 2 and record["overrides"] == {"epochs": 2, "trials": 2}
+    provenance = record["provenance"]
+    assert provenance["data"]["fingerprint"] and provenance["data"]["source"].startswith("idx:")
+    assert {"python", "tensorflow", "keras", "numpy"} <= set(provenance["versions"])
+    assert provenance["hardware"]["device"] == "CPU" and "commit" in provenance["git"]
+    history = pd.read_csv(results / "exp002_conv" / "trial_1" / "history.csv")
+    assert list(history["epoch"]) == [1, 2] and {"loss", "val_accuracy"} <= set(history.columns)
+    assert not (results / "exp002_conv" / "trial_1" / "checkpoint").exists()
+
+    readme = tmp_path / "README.md"
+    done = run_script("-m", "common.summarize", "--results-dir", str(results), "--readme", str(readme), cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    table = readme.read_text()
+    assert "| exp001 | 2 of 1 |" not in table  # more trials than the default is not "fewer"
+    assert "| exp001 | 2 |" in table and "| exp002 | 2 |" in table
+    summary = pd.read_csv(results / "summary.csv")
+    assert set(summary.experiment) == {"exp001", "exp002"} and set(summary.trials) == {2}
+
+
+def test_help_works_from_any_directory(tmp_path):
+    done = run_script(str(EXP002), "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    for flag in ("--trials", "--epochs", "--seed", "--data-dir", "--results-dir", "--smoke", "--force",
+                 "--learning_rate"):
+        assert flag in done.stdout
+
+
+def test_bad_override_is_a_usage_error(tiny_data, tmp_path):
+    done = run_script(str(EXP001), "--data-dir", str(tiny_data), "--batch_size", "big")
+    assert done.returncode == 2 and "--batch_size takes a value like 32 (int), not 'big'" in done.stderr
+
+
+def test_smoke_results_are_kept_apart(tiny_data, tmp_path):
+    module = load_train_module(EXP001)
+    results = tmp_path / "results"
+    assert module.main(["--data-dir", str(tiny_data), "--results-dir", str(results), "--smoke"]) == 0
+    record = json.loads((results / "smoke" / "exp001_simple_dense" / "trial_0" / "metrics.json").read_text())
+    assert record["smoke"] is True and record["epochs_run"] == 1 and record["config"]["trials"] == 1
+    assert not (results / "exp001_simple_dense").exists()
+
+
+def test_finished_trials_are_not_rerun(tiny_data, tmp_path, capsys):
+    module = load_train_module(EXP001)
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1"]
+    assert module.main(args + ["--trials", "1"]) == 0
+    first = (tmp_path / "exp001_simple_dense" / "trial_0" / "metrics.json").read_text()
+    capsys.readouterr()
+    assert module.main(args + ["--trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 trial(s), 1 already finished" in out and "trial 1/2 epoch" not in out and "trial 2/2 epoch" in out
+    assert (tmp_path / "exp001_simple_dense" / "trial_0" / "metrics.json").read_text() == first
+    assert module.main(args + ["--trials", "2"]) == 0
+    assert "2 already finished" in capsys.readouterr().out
+
+
+def test_another_config_is_refused_unless_forced(tiny_data, tmp_path, capsys):
+    module = load_train_module(EXP001)
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path)]
+    assert module.main(args + ["--epochs", "1"]) == 0
+    assert module.main(args + ["--epochs", "2"]) == runner.EXIT_USAGE
+    assert "another config (epochs 1 -> 2)" in capsys.readouterr().err
+    assert module.main(args + ["--epochs", "2", "--force"]) == 0
+    assert read_metrics(tmp_path, "exp001_simple_dense")["epochs_run"] == 2
+
+
+def test_same_seed_same_metrics_and_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, capsys):
+    """A trial interrupted after epoch 2 resumes at epoch 3 and ends exactly where an uninterrupted one does."""
+    module = load_train_module(EXP001)
+    args = ["--data-dir", str(tiny_data), "--epochs", "4", "--patience", "10"]
+    assert module.main(args + ["--results-dir", str(tmp_path / "straight")]) == 0
+    assert module.main(args + ["--results-dir", str(tmp_path / "again")]) == 0
+    straight = read_metrics(tmp_path / "straight", "exp001_simple_dense")
+    assert read_metrics(tmp_path / "again", "exp001_simple_dense")["metrics"] == straight["metrics"]
+
+    save = runner.Checkpoint.save
+    calls = []
+
+    def save_then_die(self, model, state, improved):
+        save(self, model, state, improved)
+        calls.append(state["epoch"])
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.Checkpoint, "save", save_then_die)
+    interrupted = tmp_path / "interrupted"
+    capsys.readouterr()
+    assert module.main(args + ["--results-dir", str(interrupted)]) == runner.EXIT_INTERRUPTED
+    trial = interrupted / "exp001_simple_dense" / "trial_0"
+    assert not (trial / "metrics.json").exists()
+    assert json.loads((trial / "checkpoint" / "state.json").read_text())["epoch"] == 2
+    assert "rerun the same command to resume" in capsys.readouterr().err
+
+    monkeypatch.setattr(runner.Checkpoint, "save", save)
+    assert module.main(args + ["--results-dir", str(interrupted)]) == 0
+    assert "resuming after epoch 2" in capsys.readouterr().out
+    resumed = read_metrics(interrupted, "exp001_simple_dense")
+    assert resumed["sittings"] == 2 and resumed["epochs_run"] == 4
+    assert resumed["metrics"] == straight["metrics"]
+    history = pd.read_csv(trial / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3, 4]
+
+
+def test_killed_process_resumes_from_its_last_epoch(tiny_data, tmp_path):
+    """SIGKILL in the middle of training: nothing half-written, and the rerun picks up the checkpoint."""
+    trial = tmp_path / "exp001_simple_dense" / "trial_0"
+    args = [str(EXP001), "--data-dir", str(tiny_data), "--results-dir", str(tmp_path),
+            "--epochs", "40", "--patience", "40"]
+    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        state = trial / "checkpoint" / "state.json"
+        while time.time() < deadline and not (state.exists() and json.loads(state.read_text())["epoch"] >= 3):
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert not (trial / "metrics.json").exists()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 3 <= killed_at < 40
+    assert len(pd.read_csv(trial / "history.csv")) in (killed_at - 1, killed_at)  # whole rows, never half a file
+
+    done = run_script(*args)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming after epoch {killed_at}" in done.stdout
+    assert f"epoch {killed_at:>3}/40" not in done.stdout and f"epoch {killed_at + 1:>3}/40" in done.stdout
+    history = pd.read_csv(trial / "history.csv")
+    assert list(history["epoch"]) == list(range(1, 41))
+    assert read_metrics(tmp_path, "exp001_simple_dense")["sittings"] == 2
+    assert not list(trial.rglob("*.tmp*")), "temporary files of the killed process are cleaned up"

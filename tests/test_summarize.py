@@ -1,0 +1,109 @@
+"""The summary on fixture metrics.json files: CSV figures, the README region, bad files skipped."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from common import summarize
+
+FINGERPRINT = "f" * 64
+
+
+def record(experiment, folder, trial, test_acc, *, smoke=False, default_trials=3, overrides=None):
+    return {
+        "experiment": experiment, "folder": folder, "base": "exp001", "explanation": f"{experiment} idea",
+        "smoke": smoke, "trial": trial, "seed": trial, "seed_fixed": True,
+        "metrics": {"train": {"loss": 0.1, "accuracy": 0.99},
+                    "valid": {"loss": 0.2, "accuracy": 0.95},
+                    "test": {"loss": 1 - test_acc, "accuracy": test_acc}},
+        "epochs_run": 10 + trial, "best_epoch": 5, "epochs_max": 100, "wall_seconds": 12.0,
+        "default_trials": default_trials, "overrides": overrides or {}, "config": {"epochs": 100},
+        "provenance": {"hardware": {"device": "CPU"},
+                       "data": {"fingerprint": FINGERPRINT, "source": "idx:/x", "description": "test data"}},
+    }
+
+
+def write(results, folder, trial, rec):
+    path = results / folder / f"trial_{trial}" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(rec))
+    return path
+
+
+@pytest.fixture
+def results(tmp_path):
+    results = tmp_path / "results"
+    for trial, acc in enumerate([0.90, 0.92, 0.94]):
+        write(results, "exp102_conv", trial, record("exp102", "exp102_conv", trial, acc))
+    write(results, "exp001_simple_dense", 0, record("exp001", "exp001_simple_dense", 0, 0.88, default_trials=1))
+    # A smoke run and a real-looking record under smoke/ must both stay out of the summary.
+    write(results / "smoke", "exp001_simple_dense", 0, record("exp001", "exp001_simple_dense", 0, 0.1))
+    write(results, "exp003_batch_norm", 0, record("exp003", "exp003_batch_norm", 0, 0.1, smoke=True))
+    return results
+
+
+README_BEFORE = "# Title\n\nIntro text that must survive.\n\n"
+README_AFTER = "\n\n## Later section\n\nAlso kept.\n"
+
+
+def test_summary_csv_and_readme(results, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(README_BEFORE + summarize.MARKER_START + "\nold table\n" + summarize.MARKER_END + README_AFTER)
+    assert summarize.main(["--results-dir", str(results), "--readme", str(readme)]) == 0
+
+    summary = pd.read_csv(results / "summary.csv")
+    assert set(summary["folder"]) == {"exp102_conv", "exp001_simple_dense"}
+    assert len(summary) == 6  # two experiments x three splits
+    test = summary[(summary.folder == "exp102_conv") & (summary.split == "test")].iloc[0]
+    assert test.trials == 3
+    assert test.acc_mean == pytest.approx(0.92) and test.acc_std == pytest.approx(0.02)
+    assert (test.acc_min, test.acc_max) == (0.90, 0.94)
+    trials = pd.read_csv(results / "trials.csv")
+    assert len(trials) == 12  # four trials x three splits
+
+    text = readme.read_text()
+    assert text.startswith(README_BEFORE) and text.endswith(README_AFTER)
+    assert "old table" not in text
+    assert "0.9200±0.0200, 0.9000–0.9400" in text  # exp102 test accuracy
+    assert "| exp001 | 1 |" in text and "0.8800" in text
+    assert "0.8784" in text  # the original log's exp001 test accuracy, as reference
+    assert "exp003" not in text.split("### The original log")[0]  # smoke record left out
+
+
+def test_rerun_rewrites_only_the_region(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(README_BEFORE)
+    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
+    first = readme.read_text()
+    assert first.startswith(README_BEFORE) and summarize.MARKER_END in first
+    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
+    assert readme.read_text() == first
+
+
+def test_fewer_trials_than_default_and_capped_epochs_are_shown(results, tmp_path):
+    write(results, "exp110_resnet", 0, record("exp110", "exp110_resnet", 0, 0.91, default_trials=10,
+                                              overrides={"epochs": 20}))
+    readme = tmp_path / "README.md"
+    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| exp110 "))
+    assert "| 1 of 10 |" in row and "capped at 100" in row
+
+
+@pytest.mark.parametrize("content", ['{"experiment": "exp009", "metr', "", '{"experiment": "exp009"}'])
+def test_corrupt_or_half_written_file_is_named_and_skipped(results, tmp_path, content):
+    bad = results / "exp009_broken" / "trial_0" / "metrics.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(content)
+    messages = []
+    assert summarize.summarize(results, tmp_path / "README.md", log=messages.append) == 0
+    assert any(str(bad) in m and "skipped" in m for m in messages)
+    assert set(pd.read_csv(results / "summary.csv")["folder"]) == {"exp102_conv", "exp001_simple_dense"}
+
+
+def test_no_results_yet(tmp_path):
+    readme = tmp_path / "README.md"
+    assert summarize.main(["--results-dir", str(tmp_path / "empty"), "--readme", str(readme)]) == 0
+    assert "No finished trials yet" in readme.read_text()
