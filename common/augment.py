@@ -26,8 +26,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-AUGMENTATION_KEYS = ("zoom_range", "zoom_fill", "erase_prob", "erase_area", "erase_aspect",
-                     "erase_value", "mixup_alpha")
+# Every augmentation key and its value when an experiment leaves it out: all ops off.
+DEFAULTS = {"zoom_range": None, "zoom_fill": "nearest", "erase_prob": 0.0, "erase_area": (0.02, 0.4),
+            "erase_aspect": (0.3, 1 / 0.3), "erase_value": (0.0, 1.0), "mixup_alpha": 0.0}
 ERASE_TRIES = 10  # candidate rectangles per image; the first that fits is used, as in the paper's loop
 
 Augment = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
@@ -97,27 +98,36 @@ def mixup(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, alpha: float
     return mixed_images, mixed_labels
 
 
+def settings(config: dict) -> dict:
+    """The augmentation keys of a config, with DEFAULTS for those it leaves out."""
+    return {key: config.get(key, default) for key, default in DEFAULTS.items()}
+
+
 def check_config(config: dict) -> None:
     """Raise ValueError naming the key and the fix when an augmentation setting cannot work."""
-    if config.get("zoom_range") is not None:
-        low, high = config["zoom_range"]
+    s = settings(config)
+    if s["zoom_range"] is not None:
+        low, high = s["zoom_range"]
         if not 0 < low <= high:
-            raise ValueError(f"zoom_range {config['zoom_range']} must be two scale factors 0 < low <= high, "
+            raise ValueError(f"zoom_range {s['zoom_range']} must be two scale factors 0 < low <= high, "
                              f"e.g. (0.9, 1.1)")
-        if config.get("zoom_fill", "nearest") not in ("nearest", "constant", "reflect", "wrap"):
-            raise ValueError(f"zoom_fill {config['zoom_fill']!r} must be 'nearest' or 'constant'")
-    if config.get("erase_prob", 0):
-        if not 0 <= config["erase_prob"] <= 1:
-            raise ValueError(f"erase_prob {config['erase_prob']} must lie in [0, 1]")
-        low, high = config.get("erase_area", (0.02, 0.4))
+        if s["zoom_fill"] not in ("nearest", "constant", "reflect", "wrap"):
+            raise ValueError(f"zoom_fill {s['zoom_fill']!r} must be 'nearest', 'constant', 'reflect' or 'wrap'")
+    if s["erase_prob"]:
+        if not 0 <= s["erase_prob"] <= 1:
+            raise ValueError(f"erase_prob {s['erase_prob']} must lie in [0, 1]")
+        low, high = s["erase_area"]
         if not 0 < low <= high <= 1:
-            raise ValueError(f"erase_area {(low, high)} must satisfy 0 < low <= high <= 1")
-        low, high = config.get("erase_aspect", (0.3, 1 / 0.3))
+            raise ValueError(f"erase_area {s['erase_area']} must satisfy 0 < low <= high <= 1")
+        low, high = s["erase_aspect"]
         if not 0 < low <= high:
-            raise ValueError(f"erase_aspect {(low, high)} must satisfy 0 < low <= high")
-    if config.get("mixup_alpha"):
-        if config["mixup_alpha"] <= 0:
-            raise ValueError(f"mixup_alpha {config['mixup_alpha']} must be positive")
+            raise ValueError(f"erase_aspect {s['erase_aspect']} must satisfy 0 < low <= high")
+        low, high = s["erase_value"]
+        if not low <= high:
+            raise ValueError(f"erase_value {s['erase_value']} must satisfy low <= high")
+    if s["mixup_alpha"]:
+        if s["mixup_alpha"] < 0:
+            raise ValueError(f"mixup_alpha {s['mixup_alpha']} must be positive (0 turns mixup off)")
         if not config.get("one_hot", False):
             raise ValueError("mixup mixes labels, so it needs one_hot=True (and a categorical loss)")
 
@@ -125,22 +135,19 @@ def check_config(config: dict) -> None:
 def augmenter(config: dict) -> Augment | None:
     """The batch augmentation an experiment's config asks for, or None when it asks for none."""
     check_config(config)
-    zoom_range = config.get("zoom_range")
-    erase_prob = config.get("erase_prob", 0)
-    alpha = config.get("mixup_alpha")
-    if zoom_range is None and not erase_prob and not alpha:
+    s = settings(config)
+    if s["zoom_range"] is None and not s["erase_prob"] and not s["mixup_alpha"]:
         return None
 
     def augment(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         s_zoom, s_erase, s_mix = _seeds(seed, 3)
-        if zoom_range is not None:
-            images = zoom(images, s_zoom, zoom_range, config.get("zoom_fill", "nearest"))
-        if erase_prob:
-            images = random_erase(images, s_erase, erase_prob, config.get("erase_area", (0.02, 0.4)),
-                                  config.get("erase_aspect", (0.3, 1 / 0.3)),
-                                  config.get("erase_value", (0.0, 1.0)))
-        if alpha:
-            images, labels = mixup(images, labels, s_mix, alpha)
+        if s["zoom_range"] is not None:
+            images = zoom(images, s_zoom, s["zoom_range"], s["zoom_fill"])
+        if s["erase_prob"]:
+            images = random_erase(images, s_erase, s["erase_prob"], s["erase_area"], s["erase_aspect"],
+                                  s["erase_value"])
+        if s["mixup_alpha"]:
+            images, labels = mixup(images, labels, s_mix, s["mixup_alpha"])
         return images, labels
 
     return augment

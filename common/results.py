@@ -14,8 +14,13 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
+RESULTS_ENV_VAR = "FASHION_MNIST_RESULTS_DIR"  # e.g. a Google Drive folder in a notebook
 SMOKE_SUBDIR = "smoke"  # smoke runs live apart, under results/smoke/, and are never summarised
 METRICS_FILE, HISTORY_FILE = "metrics.json", "history.csv"
+
+
+def default_results_dir() -> Path:
+    return Path(os.environ.get(RESULTS_ENV_VAR) or DEFAULT_RESULTS_DIR).expanduser()
 
 
 def trial_dir(results_dir: Path, folder: str, trial: int, smoke: bool = False) -> Path:

@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from common import augment, results
 from common import data as fmnist
-from common import results
 
 # Config keys the runner itself reads; every other key is the experiment's own (build_model reads it).
 REQUIRED_KEYS = ("trials", "seed", "epochs", "patience", "batch_size")
@@ -85,8 +85,8 @@ def build_parser(folder: str, explanation: str, config: dict) -> argparse.Argume
                "trial continues from its last finished epoch.")
     parser.add_argument("--data-dir", help=f"folder with the four Fashion-MNIST IDX files "
                         f"(default: ${fmnist.ENV_VAR}, else Keras' download)")
-    parser.add_argument("--results-dir", type=Path, default=results.DEFAULT_RESULTS_DIR,
-                        help="where trial folders go (default: %(default)s)")
+    parser.add_argument("--results-dir", type=Path, default=results.default_results_dir(),
+                        help=f"where trial folders go (default: ${results.RESULTS_ENV_VAR}, else %(default)s)")
     parser.add_argument("--smoke", action="store_true",
                         help="a quick check: a tiny stratified subset, 1 epoch and 1 trial unless "
                              "--epochs/--trials say otherwise; results go under <results-dir>/smoke/")
@@ -119,6 +119,10 @@ def parse_config(parser: argparse.ArgumentParser, config: dict, argv: list[str] 
     for key in ("trials", "epochs", "batch_size"):
         if effective[key] < 1:
             raise UsageError(f"--{key} must be at least 1, got {effective[key]}")
+    try:
+        augment.check_config(effective)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return args, effective, overrides
 
 

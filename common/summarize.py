@@ -190,7 +190,7 @@ def summarize(results_dir: Path, readme: Path | None, log=print) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.summarize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results-dir", type=Path, default=results.DEFAULT_RESULTS_DIR)
+    parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
     parser.add_argument("--readme", type=Path, default=results.REPO_ROOT / "README.md",
                         help="README whose results table is regenerated (default: %(default)s)")
     parser.add_argument("--no-readme", action="store_true", help="write the CSV files only")
