@@ -1,0 +1,66 @@
+"""Every experiment folder: consistent metadata, a smoke run on tiny data; discovery and the preview."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from common import experiments, preview
+
+FOLDERS = experiments.all_folders()
+IDS = [experiments.experiment_id(f) for f in FOLDERS]
+
+
+def test_catalogue_so_far():
+    assert {"exp001", "exp002", "exp003", "exp004", "exp005", "exp006", "exp007", "exp008"} <= set(IDS)
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_metadata_is_consistent(folder):
+    module = experiments.load_module(folder)
+    assert module.EXPERIMENT == experiments.experiment_id(folder)
+    for base in filter(None, (module.BASE or "").split(", ")):
+        assert base in IDS and base < module.EXPERIMENT, f"{folder.name}: unknown or later base {base}"
+    assert (folder / "README.md").is_file()
+    assert {"trials", "seed", "epochs", "patience", "batch_size"} <= set(module.CONFIG)
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_smoke_run_on_tiny_data(folder, tiny_data, tmp_path):
+    module = experiments.load_module(folder)
+    code = module.main(["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1",
+                        "--trials", "1", "--batch_size", "32"])
+    assert code == 0
+    record = json.loads((tmp_path / folder.name / "trial_0" / "metrics.json").read_text())
+    assert record["experiment"] == module.EXPERIMENT and record["epochs_run"] == 1
+    assert 0 <= record["metrics"]["test"]["accuracy"] <= 1
+
+
+def test_find_by_id_folder_or_path():
+    folder = experiments.find("exp002")
+    assert folder.name == "exp002_conv"
+    assert experiments.find("exp002_conv") == folder == experiments.find(str(folder))
+
+
+@pytest.mark.parametrize("name, message", [("exp999", "no experiment 'exp999'; candidates: exp001_simple_dense"),
+                                           ("mixup", "no experiment 'mixup'; candidates: exp007_mixup")])
+def test_unknown_name_lists_candidates(name, message):
+    with pytest.raises(experiments.UnknownExperiment, match=message):
+        experiments.find(name)
+
+
+def test_select_patterns_and_start():
+    assert [f.name for f in experiments.select(["exp00[12]"])] == ["exp001_simple_dense", "exp002_conv"]
+    assert [experiments.experiment_id(f) for f in experiments.select(["exp00*"], start="exp007")] == \
+        ["exp007", "exp008"]
+    with pytest.raises(experiments.UnknownExperiment):
+        experiments.select(["exp9*"])
+
+
+def test_preview_writes_a_png(tiny_data, tmp_path, capsys):
+    out = tmp_path / "preview.png"
+    assert preview.main(["exp008", "--data-dir", str(tiny_data), "--out", str(out), "--draws", "2"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert preview.main(["exp001", "--data-dir", str(tiny_data), "--out", str(tmp_path / "x.png")]) == 2
+    assert "configures no augmentation" in capsys.readouterr().err
