@@ -92,9 +92,14 @@ def build_parser(folder: str, explanation: str, config: dict) -> argparse.Argume
                              "--epochs/--trials say otherwise; results go under <results-dir>/smoke/")
     parser.add_argument("--force", action="store_true", help="rerun trials that are already finished")
     parser.add_argument("--threads", type=int, default=0,
-                        help="TensorFlow CPU threads (default 0: TensorFlow decides)")
-    group = parser.add_argument_group("config", "override the experiment's CONFIG values")
-    for key, default in config.items():
+                        help="TensorFlow CPU threads (default 0: one per core). Conv results depend "
+                             "slightly on it: rerun with the same value to reproduce a trial exactly")
+    parser.add_argument("--trial", type=int, metavar="I",
+                        help="run only trial I (0-based) of the --trials; python -m common.run_all "
+                             "--jobs uses it to run trials side by side")
+    group = parser.add_argument_group("config", "override the experiment's CONFIG values (and the "
+                                      "runner's fix_seed and one_hot)")
+    for key, default in {**RUNNER_DEFAULTS, **config}.items():
         flags = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
         group.add_argument(*flags, dest=f"config.{key}", type=_parse_like(default, key),
                            metavar=type(default).__name__.upper(), help=f"(default: {default!r})")
@@ -105,7 +110,7 @@ def parse_config(parser: argparse.ArgumentParser, config: dict, argv: list[str] 
                  ) -> tuple[argparse.Namespace, dict, dict]:
     """The parsed common flags, the effective config and the overrides the user gave."""
     args = parser.parse_args(argv)
-    overrides = {key: getattr(args, f"config.{key}") for key in config
+    overrides = {key: getattr(args, f"config.{key}") for key in {**RUNNER_DEFAULTS, **config}
                  if getattr(args, f"config.{key}") is not None}
     effective = {**RUNNER_DEFAULTS, **config, **overrides}
     if args.smoke:  # one quick epoch and trial unless asked otherwise
@@ -119,6 +124,9 @@ def parse_config(parser: argparse.ArgumentParser, config: dict, argv: list[str] 
     for key in ("trials", "epochs", "batch_size"):
         if effective[key] < 1:
             raise UsageError(f"--{key} must be at least 1, got {effective[key]}")
+    if args.trial is not None and not 0 <= args.trial < effective["trials"]:
+        raise UsageError(f"--trial {args.trial} is not among the {effective['trials']} trials (0 to "
+                         f"{effective['trials'] - 1})")
     try:
         augment.check_config(effective)
     except ValueError as e:
@@ -131,9 +139,13 @@ def parse_config(parser: argparse.ArgumentParser, config: dict, argv: list[str] 
 def configure_tensorflow(threads: int, fix_seed: bool) -> None:
     import tensorflow as tf
 
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow fixes its thread pools when it first runs an op
+            raise UsageError(f"--threads {threads}: TensorFlow already runs in this process with "
+                             f"another thread count; start a new process (or notebook kernel)") from None
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)  # share a notebook's GPU politely
     if fix_seed:
@@ -335,21 +347,24 @@ def _run(folder, experiment, base, explanation, default_config, config, override
         print(message, flush=True)
 
     results_dir = args.results_dir.expanduser().resolve()
-    # Refuse to mix configs before spending time on data: finished trials must match this run.
+    # Refuse to mix configs before spending time on data: every finished trial of the experiment
+    # (not only the ones to run now) must match, or the summary would average different recipes.
+    selected = range(config["trials"]) if args.trial is None else [args.trial]
     pending = []
     for trial in range(config["trials"]):
         directory = results.trial_dir(results_dir, folder, trial, args.smoke)
         record = _finished_record(directory / results.METRICS_FILE)
-        if record is not None and not args.force:
+        if record is not None and not (args.force and trial in selected):
             difference = _config_difference(record.get("config", {}), config)
             if difference:
                 raise UsageError(
                     f"{directory} was run with another config ({difference}); rerun with --force to "
                     f"replace such trials, or give another --results-dir to keep both")
-            continue
-        pending.append((trial, directory))
-    done = config["trials"] - len(pending)
-    log(f"{folder}: {config['trials']} trial(s), {done} already finished"
+        if trial in selected and (record is None or args.force):
+            pending.append((trial, directory))
+    done = len(selected) - len(pending)
+    log(f"{folder}: {config['trials']} trial(s)" + (f", running trial {args.trial}" if args.trial is not None else "")
+        + f", {done} already finished"
         + (f", overrides {overrides}" if overrides else "") + (" [smoke]" if args.smoke else ""))
     if not pending:
         return EXIT_OK
@@ -357,6 +372,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
     dataset = fmnist.load(args.data_dir, smoke=args.smoke)
     configure_tensorflow(args.threads, config["fix_seed"])
     provenance = results.provenance(dataset.source, dataset.fingerprint, dataset.description)
+    provenance["hardware"]["threads"] = args.threads or os.cpu_count()
     log(f"data: {dataset.source} ({dataset.description}); train {len(dataset.y_train)}, "
         f"valid {len(dataset.y_valid)}, test {len(dataset.y_test)}; {provenance['hardware']['device']}")
     skipped = 0

@@ -3,9 +3,10 @@
     python -m common.summarize [--results-dir results] [--readme README.md]
 
 Reads results/<experiment>/trial_<i>/metrics.json (never results/smoke/), writes
-results/trials.csv (one row per trial and split) and results/summary.csv (one row per experiment
-and split: trials, loss and accuracy mean/std/min/max, std with ddof=1), then rewrites the part of
-README.md between the marker comments below, leaving the rest of the file untouched.
+results/trials.csv (one row per trial and split), results/summary.csv (one row per experiment
+and split: trials, loss and accuracy mean/std/min/max, std with ddof=1) and the plots under
+results/plots/, then rewrites the part of README.md between the marker comments below, leaving the
+rest of the file untouched.
 A metrics.json that cannot be read is reported by name and skipped.
 """
 
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from common import results, stats
+from common import plots, results, stats
 from common.data import describe_fingerprint
 
 SPLITS = ("train", "valid", "test")
@@ -109,51 +111,63 @@ def _epochs_cell(first: pd.Series) -> str:
     return f"{ran} ({cap})"
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """A DataFrame of cells as a Markdown table, columns left-aligned (pipes in cells escaped)."""
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", "|" + "|".join(":---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
-    lines = [
-        "| No. | Trials | Epochs run | loss (tr, vd, tt) | acc. (tr, vd, tt) "
-        "| Original log: acc. (tr, vd, tt) | Base | Explanation | Data |",
-        "|:---|:---|:---|:---|:---|:---|:---|:---|:---|",
-    ]
-    for (folder, fingerprint), rows in summary.groupby(["folder", "data_fingerprint"], sort=True):
-        first = rows.iloc[0]
+    rows = []
+    for (folder, fingerprint), group in summary.groupby(["folder", "data_fingerprint"], sort=True):
+        first = group.iloc[0]
         trials = int(first.trials)
         trials_cell = f"{trials}" if trials >= first.default_trials else f"{trials} of {first.default_trials}"
         if not first.seed_fixed:
             trials_cell += " (seeds not fixed)"
         ref = reference[reference["experiment"] == first.experiment]
-        ref_cell = _cells(ref, "accuracy") if not ref.empty else "–"
-        lines.append(
-            f"| {first.experiment} | {trials_cell} | {_epochs_cell(first)} | {_cells(rows, 'loss')} "
-            f"| {_cells(rows, 'accuracy')} | {ref_cell} | {first.base if isinstance(first.base, str) else 'None'} | {first.explanation} "
-            f"| {fingerprint[:8]}, {first.device} |")
+        rows.append({
+            "No.": first.experiment, "Trials": trials_cell, "Epochs run": _epochs_cell(first),
+            "loss (tr, vd, tt)": _cells(group, "loss"), "acc. (tr, vd, tt)": _cells(group, "accuracy"),
+            "Original log: acc. (tr, vd, tt)": _cells(ref, "accuracy") if not ref.empty else "–",
+            "Base": first.base if isinstance(first.base, str) else "None",
+            "Explanation": first.explanation, "Data": f"{fingerprint[:8]}, {first.device}"})
     legend = "; ".join(f"`{fp[:8]}` = {describe_fingerprint(fp)} (sha256 {fp[:16]}…)"
                        for fp in sorted(summary["data_fingerprint"].unique()))
-    lines += [
-        "",
+    return "\n".join([
+        markdown_table(pd.DataFrame(rows)), "",
         "Each cell: train, valid and test, as `mean±std, min–max` over the trials (std: sample "
         "standard deviation, ddof=1); a single trial shows its value alone. "
         f"Data: {legend}. The *Original log* column is the log's own figure, for reference; it was "
-        "not produced by this repository (see reference/).",
-    ]
-    return "\n".join(lines)
+        "not produced by this repository (see reference/)."])
 
 
 def reference_table(reference: pd.DataFrame) -> str:
     """The original log's figures in the same shape, clearly labelled."""
-    lines = ["| No. | Trials | loss (tr, vd, tt) | acc. (tr, vd, tt) | Base | Explanation (translated) |",
-             "|:---|:---|:---|:---|:---|:---|"]
-    for experiment, rows in reference.groupby("experiment", sort=True):
-        first = rows.iloc[0]
-        lines.append(f"| {experiment} | {int(first.trials)} | {_cells(rows, 'loss')} "
-                     f"| {_cells(rows, 'accuracy')} | {first.base} | {first.note_en} |")
-    return "\n".join(lines)
+    rows = [{"No.": experiment, "Trials": int(group.iloc[0].trials), "loss (tr, vd, tt)": _cells(group, "loss"),
+             "acc. (tr, vd, tt)": _cells(group, "accuracy"), "Base": group.iloc[0].base,
+             "Explanation (translated)": group.iloc[0].note_en}
+            for experiment, group in reference.groupby("experiment", sort=True)]
+    return markdown_table(pd.DataFrame(rows))
 
 
-def readme_section(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
+def plot_links(plots: list[Path], readme: Path) -> str:
+    """Markdown for the plots, with paths relative to the README."""
+    if not plots:
+        return ""
+    relative = [Path(os.path.relpath(p, readme.parent)).as_posix() for p in plots]
+    curves = " · ".join(f"[{Path(r).stem.split('_')[0]}]({r})" for r in relative[1:])
+    return f"![Test accuracy per experiment]({relative[0]})\n\nLearning curves (mean over trials, min–max band): {curves}"
+
+
+def readme_section(summary: pd.DataFrame, reference: pd.DataFrame, plots: str = "") -> str:
     ours = results_table(summary, reference) if not summary.empty else "_No finished trials yet._"
     return "\n\n".join([
-        MARKER_START, "### Our results", ours,
+        MARKER_START, "### Our results", ours, *([plots] if plots else []),
         "### The original log's figures (reference only, not reproduced by this repository)",
         reference_table(reference), MARKER_END])
 
@@ -179,8 +193,10 @@ def summarize(results_dir: Path, readme: Path | None, log=print) -> int:
     results_dir.mkdir(parents=True, exist_ok=True)
     results.atomic_write_text(results_dir / "trials.csv", trials.to_csv(index=False))
     results.atomic_write_text(results_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    reference = load_reference()
+    written = plots.write_all(results_dir, trials, reference)
     if readme is not None:
-        update_readme(readme, readme_section(summary, load_reference()))
+        update_readme(readme, readme_section(summary, reference, plot_links(written, readme)))
     n_experiments = summary["folder"].nunique() if not summary.empty else 0
     log(f"summarised {trials['path'].nunique() if not trials.empty else 0} trial(s) of "
         f"{n_experiments} experiment(s) -> {results_dir / 'summary.csv'}"

@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from common import experiments, preview
+import regression
+from common import augment, experiments, preview
+
+augment_zoom = augment.zoom
 
 FOLDERS = experiments.all_folders()
 IDS = [experiments.experiment_id(f) for f in FOLDERS]
@@ -27,14 +30,37 @@ def test_metadata_is_consistent(folder):
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
-def test_smoke_run_on_tiny_data(folder, tiny_data, tmp_path):
-    module = experiments.load_module(folder)
-    code = module.main(["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1",
-                        "--trials", "1", "--batch_size", "32"])
-    assert code == 0
+def test_smoke_run_reproduces_the_recorded_metrics(folder, tiny_data, tmp_path):
+    """Each experiment runs on tiny data and computes what it computed when its reference was recorded.
+
+    A failure after a change to common/ means that change alters this experiment's results. If that
+    is intended, re-record: python tests/regression.py --record (see tests/regression.py).
+    """
+    metrics = regression.run(folder, tiny_data, tmp_path)
     record = json.loads((tmp_path / folder.name / "trial_0" / "metrics.json").read_text())
-    assert record["experiment"] == module.EXPERIMENT and record["epochs_run"] == 1
-    assert 0 <= record["metrics"]["test"]["accuracy"] <= 1
+    assert record["experiment"] == experiments.experiment_id(folder) and record["epochs_run"] == 2
+    assert not regression.differences(folder, metrics)
+
+
+def test_regression_check_catches_a_change_in_shared_code(tiny_data, tmp_path, monkeypatch):
+    """A deliberate change to common/ (another shuffle order per epoch) is caught."""
+    from common import pipeline
+
+    folder = experiments.find("exp001")
+    original = pipeline.epoch_seed
+    monkeypatch.setattr(pipeline, "epoch_seed", lambda seed, epoch: original(seed, epoch) + 1)
+    changed = regression.differences(folder, regression.run(folder, tiny_data, tmp_path))
+    assert changed and all(line.startswith("exp001_simple_dense ") for line in changed)
+
+
+def test_regression_check_catches_a_change_in_augmentation(tiny_data, tmp_path, monkeypatch):
+    from common import augment
+
+    folder = experiments.find("exp006")
+    monkeypatch.setitem(augment.DEFAULTS, "zoom_fill", "constant")
+    monkeypatch.setattr(augment, "zoom", lambda images, seed, zoom_range, fill="nearest":
+                        augment_zoom(images, seed, zoom_range, "constant"))
+    assert regression.differences(folder, regression.run(folder, tiny_data, tmp_path))
 
 
 def test_find_by_id_folder_or_path():

@@ -171,3 +171,31 @@ def test_killed_process_resumes_from_its_last_epoch(tiny_data, tmp_path):
     assert list(history["epoch"]) == list(range(1, 41))
     assert read_metrics(tmp_path, "exp001_simple_dense")["sittings"] == 2
     assert not list(trial.rglob("*.tmp*")), "temporary files of the killed process are cleaned up"
+
+
+def test_nan_loss_fails_the_trial_clearly(tiny_data, tmp_path, capsys):
+    import keras
+
+    def build_diverging_model(config):
+        model = keras.Sequential([keras.Input(shape=(28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10),
+                                  keras.layers.Lambda(lambda logits: logits * float("nan"))])
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model
+
+    config = {"trials": 1, "seed": 0, "epochs": 3, "patience": 5, "batch_size": 32}
+    code = runner.run_experiment(str(tmp_path / "exp900_diverges" / "train.py"), "exp900", None, "NaN",
+                                 config, build_diverging_model,
+                                 ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "results")])
+    assert code == runner.EXIT_FAILED
+    assert "the loss became nan (valid nan) at epoch 1" in capsys.readouterr().err
+    assert not list((tmp_path / "results").rglob("metrics.json"))
+
+
+def test_single_trial_flag(tiny_data, tmp_path):
+    module = load_train_module(EXP001)
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1", "--trials", "3"]
+    assert module.main(args + ["--trial", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "exp001_simple_dense").iterdir()) == ["trial_2"]
+    assert read_metrics(tmp_path, "exp001_simple_dense", 2)["seed"] == 2
+    assert module.main(args + ["--trial", "3"]) == runner.EXIT_USAGE

@@ -73,6 +73,19 @@ def test_summary_csv_and_readme(results, tmp_path, capsys):
     assert "exp003" not in text.split("### The original log")[0]  # smoke record left out
 
 
+def test_plots_are_valid_png_files(results, tmp_path):
+    history = results / "exp102_conv" / "trial_0" / "history.csv"
+    history.write_text("epoch,loss,accuracy,val_loss,val_accuracy\n1,0.5,0.8,0.6,0.78\n2,0.4,0.85,0.5,0.8\n")
+    readme = tmp_path / "README.md"
+    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
+    plots = sorted((results / "plots").rglob("*.png"))
+    assert [p.name for p in plots] == ["exp102_conv.png", "test_accuracy.png"]
+    for plot in plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    assert "](results/plots/test_accuracy.png)" in readme.read_text()
+    assert "[exp102](results/plots/curves/exp102_conv.png)" in readme.read_text()
+
+
 def test_rerun_rewrites_only_the_region(results, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(README_BEFORE)

@@ -1,0 +1,150 @@
+"""Compare two experiments: their code, their config, and their metrics with a significance test.
+
+    python -m common.diff exp113 exp114_mixup_resnet [--format markdown] [--results-dir results]
+
+Sections: the unified diff of the two train.py files (coloured on a terminal); the config keys
+that differ; and per split the loss and accuracy of each (mean±std over trials), the difference
+of the means (B - A) and, when both have at least two trials, Welch's t-test (two-sided, unequal
+variances) with a plain verdict at the 5% level. An experiment without results is compared on code
+and config only, and the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from common import experiments, results, runner, stats, summarize
+
+ALPHA = 0.05
+COLOURS = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
+RESET = "\033[0m"
+
+
+def code_diff(a: Path, b: Path, colour: bool) -> list[str]:
+    lines = list(difflib.unified_diff(
+        (a / "train.py").read_text().splitlines(), (b / "train.py").read_text().splitlines(),
+        fromfile=f"{a.name}/train.py", tofile=f"{b.name}/train.py", lineterm=""))
+    if colour:
+        lines = [f"{COLOURS[line[0]]}{line}{RESET}" if line[:1] in COLOURS else line for line in lines]
+    return lines
+
+
+def effective_config(folder: Path) -> dict:
+    return {**runner.RUNNER_DEFAULTS, **experiments.load_module(folder).CONFIG}
+
+
+def config_diff(a: Path, b: Path) -> pd.DataFrame:
+    config_a, config_b = effective_config(a), effective_config(b)
+    keys = [k for k in dict.fromkeys([*config_a, *config_b]) if config_a.get(k, "—") != config_b.get(k, "—")]
+    return pd.DataFrame({"key": keys, "A": [repr(config_a[k]) if k in config_a else "—" for k in keys],
+                         "B": [repr(config_b[k]) if k in config_b else "—" for k in keys]})
+
+
+def welch(a: pd.Series, b: pd.Series) -> float:
+    """Two-sided p-value of Welch's t-test; NaN when it cannot be computed (fewer than 2 trials)."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    if a.std() == 0 and b.std() == 0:
+        return 1.0 if a.mean() == b.mean() else 0.0
+    return float(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
+
+
+def verdict(metric: str, mean_a: float, mean_b: float, p: float) -> str:
+    if math.isnan(p):
+        return "no test (needs 2+ trials each)"
+    if p >= ALPHA:
+        return f"no significant difference, p={p:.2g}"
+    b_better = mean_b > mean_a if metric == "accuracy" else mean_b < mean_a
+    return f"{'B' if b_better else 'A'} better, p={p:.2g}"
+
+
+def _mean_std(values: pd.Series) -> str:
+    return stats.format_stat(values.mean(), values.std(), values.min(), values.max(), len(values)).split(",")[0] \
+        + f" (n={len(values)})"
+
+
+def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path) -> pd.DataFrame:
+    rows = []
+    for split in summarize.SPLITS:
+        for metric in ("accuracy", "loss"):
+            values_a = trials[(trials.folder == a.name) & (trials.split == split)][metric]
+            values_b = trials[(trials.folder == b.name) & (trials.split == split)][metric]
+            p = welch(values_a, values_b)
+            rows.append({"split": split, "metric": metric, "A": _mean_std(values_a), "B": _mean_std(values_b),
+                         "B - A": f"{values_b.mean() - values_a.mean():+.4f}",
+                         "Welch p": "" if math.isnan(p) else f"{p:.3g}",
+                         "verdict": verdict(metric, values_a.mean(), values_b.mean(), p)})
+    return pd.DataFrame(rows)
+
+
+def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool) -> str:
+    module_a, module_b = experiments.load_module(a), experiments.load_module(b)
+    out = []
+
+    def heading(text: str) -> None:
+        out.extend(["", f"## {text}" if markdown else f"== {text} ==", ""])
+
+    out.append(f"# {a.name} vs {b.name}" if markdown else f"A = {a.name}, B = {b.name}")
+    out.append("")
+    for label, folder, module in (("A", a, module_a), ("B", b, module_b)):
+        out.append(f"{'- ' if markdown else ''}{label}: {folder.name} (base {module.BASE}): {module.EXPLANATION}")
+
+    heading("Code: train.py")
+    lines = code_diff(a, b, colour and not markdown)
+    out.extend((["```diff", *lines, "```"] if markdown else lines) if lines else ["(identical)"])
+
+    heading("Config")
+    table = config_diff(a, b)
+    out.append("(identical)" if table.empty else
+               summarize.markdown_table(table) if markdown else table.to_string(index=False))
+
+    heading("Metrics")
+    trials, problems = summarize.collect_trials(results_dir)
+    trials = trials[trials.folder.isin([a.name, b.name])] if not trials.empty else trials
+    missing = [f.name for f in (a, b) if trials.empty or f.name not in set(trials.folder)]
+    if missing:
+        out.append(f"No results yet for {' and '.join(missing)} in {results_dir}: code and config only.")
+    else:
+        if trials.data_fingerprint.nunique() > 1:
+            out.append("Warning: the two were run on different data copies (fingerprints differ).")
+        table = metrics_comparison(trials, a, b)
+        out.append(summarize.markdown_table(table) if markdown else table.to_string(index=False))
+        out.append("")
+        out.append("Cells: mean±std over trials (sample std) and the trial count. Welch's t-test: "
+                   f"two-sided, unequal variances; 'better' means p < {ALPHA}.")
+    out.extend(f"warning: {p}" for p in problems)
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.diff", description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", help="experiment A: id (exp113) or folder name")
+    parser.add_argument("b", help="experiment B")
+    parser.add_argument("--format", choices=("text", "markdown"), default="text")
+    parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
+    parser.add_argument("--out", type=Path, help="write to this file instead of the terminal")
+    args = parser.parse_args(argv)
+    try:
+        a, b = experiments.find(args.a), experiments.find(args.b)
+    except experiments.UnknownExperiment as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = render(a, b, args.results_dir, args.format == "markdown",
+                  colour=args.out is None and sys.stdout.isatty())
+    if args.out:
+        results.atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Rerun every experiment (or a selection), resuming what is finished, then regenerate the summary.
+
+    python -m common.run_all                      # everything, one trial at a time
+    python -m common.run_all --only 'exp1*' exp007 --jobs 2
+    python -m common.run_all --from exp105 --dry-run
+
+Each trial runs as its own `python expNNN_<slug>/train.py --trial I` process, so a crash, a NaN
+loss or a bad config stops that trial only: the others go on, the failures are reported at the
+end, and the exit code is 1. Trials hold a lock while they run, so two run_all processes on the
+same results directory never run the same trial twice. With --jobs N, N trials run side by side
+with cores/N TensorFlow threads each (thread count is part of what makes a trial reproducible:
+rerun with the same --jobs to get the same numbers). At the end the summary, plots and README
+table are regenerated (not after --smoke: smoke results are never summarised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from common import experiments, results, summarize
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+LOG_NAME = "run_all.log"
+EPOCH_LINE = re.compile(r" epoch +(\d+)/(\d+) ")  # the runner's per-epoch progress line
+
+
+@dataclass(eq=False)  # identity: a trial is a unit of work, hashable as such
+class Trial:
+    folder: Path
+    index: int
+    trials: int  # how many trials the experiment runs in this invocation
+    state: str = "pending"  # done | pending | resumable | locked
+    returncode: int | None = None
+    error: str = ""
+    seconds: float = 0.0
+    last_line: str = ""
+    tail: deque = field(default_factory=lambda: deque(maxlen=15))
+
+    @property
+    def name(self) -> str:
+        return f"{self.folder.name} trial {self.index}"
+
+
+def _locked(lock_path: Path) -> bool:
+    """True when another process holds this trial's lock right now."""
+    if not lock_path.exists():
+        return False
+    with open(lock_path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path) -> list[Trial]:
+    trials = []
+    for folder in folders:
+        default = experiments.load_module(folder).CONFIG["trials"]
+        count = args.trials or (1 if args.smoke else default)
+        for index in range(count):
+            directory = results.trial_dir(results_dir, folder.name, index, args.smoke)
+            trial = Trial(folder, index, count)
+            if (directory / results.METRICS_FILE).exists() and not args.force:
+                trial.state = "done"
+            elif _locked(directory / ".lock"):
+                trial.state = "locked"
+            elif (directory / "checkpoint" / "state.json").exists():
+                trial.state = "resumable"
+            trials.append(trial)
+    return trials
+
+
+def trial_command(trial: Trial, args: argparse.Namespace, threads: int) -> list[str]:
+    command = [sys.executable, "-u", str(trial.folder / "train.py"), "--trial", str(trial.index),
+               "--results-dir", str(args.results_dir)]
+    if args.trials:
+        command += ["--trials", str(args.trials)]
+    if args.epochs:
+        command += ["--epochs", str(args.epochs)]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    if args.smoke:
+        command.append("--smoke")
+    if args.force:
+        command.append("--force")
+    if threads:
+        command += ["--threads", str(threads)]
+    return command
+
+
+def _read_lines(process: subprocess.Popen, trial: Trial, lines: queue.Queue) -> None:
+    for line in process.stdout:
+        lines.put((trial, line.rstrip("\n")))
+    lines.put((trial, None))  # end of output
+
+
+def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool:
+    """Run the trials, `args.jobs` at a time; returns False when interrupted."""
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+    waiting, running = deque(todo), {}
+    lines: queue.Queue = queue.Queue()
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=len(todo), unit="trial", dynamic_ncols=True, mininterval=0.5 if tty else 30,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}] {postfix}")
+    interrupted = False
+    with open(log_path, "a") as log:
+        log.write(f"\n=== run_all started {results.now_iso()}: {len(todo)} trial(s) ===\n")
+        try:
+            while waiting or running:
+                while waiting and len(running) < args.jobs:
+                    trial = waiting.popleft()
+                    trial.seconds = time.time()
+                    process = subprocess.Popen(trial_command(trial, args, threads), stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                    running[trial] = process
+                    threading.Thread(target=_read_lines, args=(process, trial, lines), daemon=True).start()
+                    bar.write(f"start {trial.name} of {trial.trials}")
+                try:
+                    trial, line = lines.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if line is not None:
+                    log.write(f"[{trial.name}] {line}\n")
+                    trial.tail.append(line)
+                    epoch = EPOCH_LINE.search(line)
+                    if epoch:
+                        trial.last_line = f"{epoch[1]}/{epoch[2]}"
+                    bar.set_postfix_str("; ".join(f"{experiments.experiment_id(t.folder)} trial {t.index} epoch "
+                                                  f"{t.last_line or '-'}" for t in running))
+                    continue
+                process = running.pop(trial)
+                trial.returncode = process.wait()
+                trial.seconds = time.time() - trial.seconds
+                bar.update(1)
+                if trial.returncode == 0:
+                    done = next((l for l in reversed(trial.tail) if " done: " in l or "another process" in l), "")
+                    bar.write(f"ok    {trial.name}: {done.split(' done: ')[-1] if done else 'nothing to do'}")
+                else:
+                    errors = [l for l in trial.tail if l.startswith("error:") or "Error" in l]
+                    trial.error = (errors[-1] if errors else (trial.tail[-1] if trial.tail else "no output"))
+                    bar.write(f"FAIL  {trial.name} (exit {trial.returncode}): {trial.error}")
+        except KeyboardInterrupt:
+            interrupted = True
+            for process in running.values():
+                process.send_signal(signal.SIGINT)  # each saves its last finished epoch and exits
+            for trial, process in running.items():
+                trial.returncode = process.wait()
+                trial.error = "interrupted"
+        finally:
+            bar.close()
+    return not interrupted
+
+
+def report(trials: list[Trial], ran: list[Trial]) -> pd.DataFrame:
+    rows = []
+    for folder in dict.fromkeys(t.folder for t in trials):
+        mine = [t for t in trials if t.folder == folder]
+        now = [t for t in ran if t.folder == folder]
+        failed = [t for t in now if t.returncode not in (0, None) or t.error]
+        finished = sum(t.state == "done" for t in mine) + sum(t.returncode == 0 for t in now)
+        rows.append({"experiment": folder.name, "trials done": f"{finished}/{len(mine)}",
+                     "ran now": len(now), "failed": len(failed),
+                     "minutes": round(sum(t.seconds for t in now) / 60, 1),
+                     "error": failed[0].error if failed else ""})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.run_all", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="ids, folder names or patterns (quote them: 'exp1*')")
+    parser.add_argument("--from", dest="start", metavar="NAME", help="start at this experiment")
+    parser.add_argument("--trials", type=int, help="trials per experiment (default: each one's own)")
+    parser.add_argument("--epochs", type=int, help="cap the epochs (recorded, and shown in the table)")
+    parser.add_argument("--smoke", action="store_true", help="tiny subset, one epoch and trial each")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
+    parser.add_argument("--jobs", type=int, default=1, help="trials run side by side (default: 1)")
+    parser.add_argument("--force", action="store_true", help="rerun finished trials")
+    parser.add_argument("--dry-run", action="store_true", help="list what would run and what is done")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="do not rewrite README.md (default: rewritten only for the repo's own results/)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or (args.trials is not None and args.trials < 1) or (args.epochs is not None and args.epochs < 1):
+        parser.error("--jobs, --trials and --epochs must be at least 1")
+    args.results_dir = args.results_dir.expanduser().resolve()
+    try:
+        folders = experiments.select(args.only, args.start)
+    except experiments.UnknownExperiment as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not folders:
+        print("error: no experiment selected", file=sys.stderr)
+        return EXIT_USAGE
+
+    trials = plan(folders, args, args.results_dir)
+    todo = [t for t in trials if t.state in ("pending", "resumable")]
+    overview = pd.DataFrame([{"experiment": t.folder.name, "trial": t.index, "state": t.state} for t in trials])
+    counts = overview.groupby(["experiment", "state"], sort=False).size().unstack(fill_value=0)
+    print(f"{len(folders)} experiment(s), {len(trials)} trial(s): {len(todo)} to run, "
+          f"{sum(t.state == 'done' for t in trials)} done, {sum(t.state == 'locked' for t in trials)} "
+          f"running elsewhere" + (" [smoke]" if args.smoke else ""))
+    print(counts.to_string())
+    if args.dry_run:
+        for t in todo:
+            command = trial_command(t, args, max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
+            print("would run: python", " ".join(command[2:]))
+        return EXIT_OK
+
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    completed = execute(todo, args, args.results_dir / LOG_NAME)
+    table = report(trials, todo)
+    print("\n" + table.to_string(index=False))
+    if not args.smoke:
+        repo_results = args.results_dir == results.DEFAULT_RESULTS_DIR.resolve()
+        readme = results.REPO_ROOT / "README.md" if repo_results and not args.no_readme else None
+        summarize.summarize(args.results_dir, readme)
+    if not completed:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed = table["failed"].sum()
+    if failed:
+        print(f"{failed} trial(s) failed; full output in {args.results_dir / LOG_NAME}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""python -m common.run_all and python -m common.diff, as a user runs them."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from scipy import stats as scipy_stats
+
+from common import diff, run_all
+from conftest import REPO, run_script
+from test_summarize import record, write
+
+# ---------------------------------------------------------------- run_all
+
+SMOKE = ["--only", "exp001", "exp002", "--smoke"]
+
+
+def test_dry_run_lists_without_running(tiny_data, tmp_path):
+    done = run_script("-m", "common.run_all", *SMOKE, "--data-dir", str(tiny_data), "--results-dir",
+                      str(tmp_path), "--dry-run", cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "2 experiment(s), 2 trial(s): 2 to run, 0 done" in done.stdout
+    assert "would run: python" in done.stdout and "exp002_conv/train.py --trial 0" in done.stdout
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_selection_run_resume_and_report(tiny_data, tmp_path):
+    args = ["-m", "common.run_all", "--only", "exp00[12]", "--data-dir", str(tiny_data), "--results-dir",
+            str(tmp_path), "--epochs", "1", "--trials", "2", "--jobs", "2"]
+    done = run_script(*args, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.parent.name for p in tmp_path.glob("exp00*/trial_*/metrics.json")) == ["trial_0", "trial_0", "trial_1", "trial_1"]
+    threads = json.loads((tmp_path / "exp002_conv" / "trial_1" / "metrics.json").read_text())
+    assert threads["provenance"]["hardware"]["threads"] >= 1
+    assert (tmp_path / "summary.csv").exists() and (tmp_path / "plots" / "test_accuracy.png").exists()
+    assert "exp002_conv         2/2        2       0" in done.stdout
+    again = run_script(*args, "--dry-run", cwd=REPO)
+    assert "4 trial(s): 0 to run, 4 done" in again.stdout
+
+
+def test_one_failing_experiment_does_not_stop_the_others(tiny_data, tmp_path):
+    # exp001 already has a trial with another --epochs: its rerun refuses to mix them and fails.
+    assert run_script(str(REPO / "exp001_simple_dense" / "train.py"), "--data-dir", str(tiny_data),
+                      "--results-dir", str(tmp_path), "--epochs", "1").returncode == 0
+    done = run_script("-m", "common.run_all", "--only", "exp001", "exp002", "--data-dir", str(tiny_data),
+                      "--results-dir", str(tmp_path), "--epochs", "3", "--trials", "2", cwd=REPO)
+    assert done.returncode == run_all.EXIT_FAILED
+    assert "FAIL  exp001_simple_dense trial 1" in done.stderr + done.stdout
+    assert "another config (epochs 1 -> 3)" in done.stdout
+    assert "trial(s) failed" in done.stderr
+    # the other trials ran all the same
+    assert json.loads((tmp_path / "exp002_conv" / "trial_1" / "metrics.json").read_text())["epochs_run"] == 3
+
+
+def test_a_locked_trial_is_left_to_its_owner(tiny_data, tmp_path):
+    lock = tmp_path / "exp001_simple_dense" / "trial_0" / ".lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # as a run in another process would
+        done = run_script("-m", "common.run_all", "--only", "exp001", "--data-dir", str(tiny_data),
+                          "--results-dir", str(tmp_path), "--epochs", "1", cwd=REPO)
+        assert done.returncode == 0
+        assert "1 running elsewhere" in done.stdout
+        assert not (lock.parent / "metrics.json").exists()
+
+
+def test_two_runs_at_once_run_each_trial_once(tiny_data, tmp_path):
+    command = [sys.executable, "-m", "common.run_all", "--only", "exp001", "--data-dir", str(tiny_data),
+               "--results-dir", str(tmp_path), "--epochs", "30", "--trials", "3"]
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    second = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    log = (tmp_path / run_all.LOG_NAME).read_text()
+    finished = [line for line in log.splitlines() if " done: test accuracy" in line]
+    assert len(finished) == 3, log  # three trials, each trained by exactly one of the two runs
+    assert len(list(tmp_path.glob("exp001_simple_dense/trial_*/metrics.json"))) == 3
+
+
+# ---------------------------------------------------------------- diff
+
+@pytest.fixture
+def two_experiments(tmp_path):
+    results = tmp_path / "results"
+    for trial, (a, b) in enumerate([(0.90, 0.93), (0.91, 0.94), (0.92, 0.95)]):
+        write(results, "exp006_zoom_aug", trial, record("exp006", "exp006_zoom_aug", trial, a))
+        write(results, "exp007_mixup", trial, record("exp007", "exp007_mixup", trial, b))
+    return results
+
+
+def test_welch_against_a_hand_computed_value():
+    a, b = [0.90, 0.91, 0.92], [0.93, 0.94, 0.95]
+    # by hand: means 0.91, 0.94; each sample variance 1e-4 over n=3, so se = sqrt(2e-4/3)
+    t = 0.03 / math.sqrt(2e-4 / 3)  # 3.674
+    df = (2e-4 / 3) ** 2 / (2 * (1e-4 / 3) ** 2 / 2)  # Welch-Satterthwaite: 4.0
+    expected = 2 * scipy_stats.t.sf(t, df)  # 0.0213
+    import pandas as pd
+    p = diff.welch(pd.Series(a), pd.Series(b))
+    assert p == pytest.approx(expected, rel=1e-9) and p == pytest.approx(0.02131, abs=5e-5)
+    assert diff.verdict("accuracy", 0.91, 0.94, p) == "B better, p=0.021"
+    assert diff.verdict("loss", 0.09, 0.06, p) == "B better, p=0.021"
+    assert diff.verdict("accuracy", 0.91, 0.94, 0.3).startswith("no significant difference")
+    assert diff.welch(pd.Series([0.9]), pd.Series(b)) != diff.welch(pd.Series([0.9]), pd.Series(b))  # NaN
+
+
+def test_diff_shows_code_config_and_metrics(two_experiments, capsys):
+    assert diff.main(["exp006", "exp007_mixup", "--results-dir", str(two_experiments)]) == 0
+    out = capsys.readouterr().out
+    code, rest = out.split("== Config ==")
+    config, metrics = rest.split("== Metrics ==")
+    assert "+    mixup_alpha=0.2," in code and "--- exp006_zoom_aug/train.py" in code
+    assert "mixup_alpha" in config and "one_hot" in config and "batch_size" not in config
+    test_accuracy = next(line for line in metrics.splitlines() if line.strip().startswith("test accuracy"))
+    assert "0.9100±0.0100 (n=3)" in test_accuracy and "0.9400±0.0100 (n=3)" in test_accuracy
+    assert "+0.0300" in test_accuracy and "B better, p=0.021" in test_accuracy
+
+
+def test_diff_markdown_and_no_results(tmp_path):
+    out = tmp_path / "diff.md"
+    assert diff.main(["exp001", "exp002", "--format", "markdown", "--results-dir", str(tmp_path / "none"),
+                      "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# exp001_simple_dense vs exp002_conv") and "```diff" in text
+    assert "No results yet for exp001_simple_dense and exp002_conv" in text
+
+
+def test_diff_unknown_name(capsys):
+    assert diff.main(["exp001", "exp999"]) == 2
+    assert "no experiment 'exp999'; candidates:" in capsys.readouterr().err
