@@ -15,6 +15,7 @@ import argparse
 import difflib
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -53,7 +54,9 @@ def welch(a: pd.Series, b: pd.Series) -> float:
         return math.nan
     if a.std() == 0 and b.std() == 0:
         return 1.0 if a.mean() == b.mean() else 0.0
-    return float(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # near-identical trials: scipy warns, the p-value is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
 
 
 def verdict(metric: str, mean_a: float, mean_b: float, p: float) -> str:

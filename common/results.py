@@ -66,11 +66,16 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def git_state() -> dict[str, Any]:
+def git_state(code_paths: list[str] | None = None) -> dict[str, Any]:
+    """The commit, and whether the code that computes the results differs from it.
+
+    Only `code_paths` count (default: the whole tree but results/): README edits and new result
+    files written while a run goes on do not make its code dirty.
+    """
     commit = _git("rev-parse", "HEAD")
-    # Result files are written by the runs themselves, so they do not make the code dirty.
-    status = _git("status", "--porcelain", "--", ".", ":(exclude)results")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    status = _git("status", "--porcelain", "--", *(code_paths or [".", ":(exclude)results"]))
+    return {"commit": commit, "dirty": bool(status) if status is not None else None,
+            "dirty_scope": code_paths or ["(all but results/)"]}
 
 
 def cpu_name() -> str:
@@ -103,7 +108,9 @@ def versions() -> dict[str, str]:
             "keras": keras.__version__, "numpy": numpy.__version__}
 
 
-def provenance(data_source: str, data_fingerprint: str, data_description: str) -> dict[str, Any]:
-    return {"git": git_state(), "versions": versions(), "hardware": hardware(),
+def provenance(data_source: str, data_fingerprint: str, data_description: str,
+               experiment_folder: str | None = None) -> dict[str, Any]:
+    code = ["common", "requirements.txt", f"{experiment_folder}/train.py"] if experiment_folder else None
+    return {"git": git_state(code), "versions": versions(), "hardware": hardware(),
             "data": {"source": data_source, "fingerprint": data_fingerprint,
                      "description": data_description}}

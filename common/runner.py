@@ -249,7 +249,9 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     seed = state["seed"] if state else trial_seed(config, trial)
     if config["fix_seed"]:
         keras.utils.set_random_seed(seed)  # weight initialisation; the data order has its own seeds
-    model = build_model(config)
+    # build_model also learns the steps per epoch, for schedules such as cosine decay.
+    steps_per_epoch = math.ceil(len(dataset.y_train) / config["batch_size"])
+    model = build_model({**config, "steps_per_epoch": steps_per_epoch})
     if getattr(model, "optimizer", None) is None:
         raise UsageError("build_model(config) must return a compiled model (call model.compile)")
     if state:
@@ -371,7 +373,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
 
     dataset = fmnist.load(args.data_dir, smoke=args.smoke)
     configure_tensorflow(args.threads, config["fix_seed"])
-    provenance = results.provenance(dataset.source, dataset.fingerprint, dataset.description)
+    provenance = results.provenance(dataset.source, dataset.fingerprint, dataset.description, folder)
     provenance["hardware"]["threads"] = args.threads or os.cpu_count()
     log(f"data: {dataset.source} ({dataset.description}); train {len(dataset.y_train)}, "
         f"valid {len(dataset.y_valid)}, test {len(dataset.y_test)}; {provenance['hardware']['device']}")

@@ -199,3 +199,18 @@ def test_single_trial_flag(tiny_data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "exp001_simple_dense").iterdir()) == ["trial_2"]
     assert read_metrics(tmp_path, "exp001_simple_dense", 2)["seed"] == 2
     assert module.main(args + ["--trial", "3"]) == runner.EXIT_USAGE
+
+
+def test_without_seed_fixing_trials_differ_with_it_they_repeat(tiny_data, tmp_path):
+    """exp108 runs unseeded: the same trial index gives other numbers on every run, unless --fix_seed."""
+    module = load_train_module(REPO / "exp108_no_reg_no_seed" / "train.py")
+    args = ["--data-dir", str(tiny_data), "--epochs", "1", "--trials", "1"]
+    runs = {}
+    for name, extra in (("free_a", []), ("free_b", []), ("fixed_a", ["--fix_seed", "true"]),
+                        ("fixed_b", ["--fix_seed", "true"])):
+        assert module.main(args + extra + ["--results-dir", str(tmp_path / name)]) == 0
+        runs[name] = read_metrics(tmp_path / name, "exp108_no_reg_no_seed")
+    assert runs["free_a"]["seed_fixed"] is False and runs["free_a"]["seed"] != runs["free_b"]["seed"]
+    assert runs["free_a"]["metrics"] != runs["free_b"]["metrics"]
+    assert runs["fixed_a"]["seed_fixed"] is True and runs["fixed_a"]["seed"] == 0
+    assert runs["fixed_a"]["metrics"] == runs["fixed_b"]["metrics"]
