@@ -242,8 +242,9 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     for litter in directory.rglob(".*.tmp*"):  # temporary files of a process killed mid-write
         litter.unlink(missing_ok=True)
     state = checkpoint.load_state()
-    if state is not None and state.get("config") != config:
-        log(f"{label}: checkpoint was made with another config; starting the trial afresh")
+    if state is not None and _config_difference(state.get("config", {}), config):
+        log(f"{label}: checkpoint was made with another config "
+            f"({_config_difference(state.get('config', {}), config)}); starting the trial afresh")
         checkpoint.remove()
         state = None
     seed = state["seed"] if state else trial_seed(config, trial)

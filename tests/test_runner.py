@@ -135,7 +135,8 @@ def test_same_seed_same_metrics_and_resume_continues_exactly(tiny_data, tmp_path
     assert "rerun the same command to resume" in capsys.readouterr().err
 
     monkeypatch.setattr(runner.Checkpoint, "save", save)
-    assert module.main(args + ["--results-dir", str(interrupted)]) == 0
+    # Asking for more trials is the same recipe: the checkpoint is kept (only trial 0 is run here).
+    assert module.main(args + ["--results-dir", str(interrupted), "--trials", "3", "--trial", "0"]) == 0
     assert "resuming after epoch 2" in capsys.readouterr().out
     resumed = read_metrics(interrupted, "exp001_simple_dense")
     assert resumed["sittings"] == 2 and resumed["epochs_run"] == 4
