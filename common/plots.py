@@ -54,8 +54,9 @@ def test_accuracy(trials: pd.DataFrame, reference: pd.DataFrame, path: Path) -> 
     return _save(fig, path)
 
 
-def learning_curves(folder: str, histories: list[pd.DataFrame], path: Path) -> Path:
-    """Train and valid loss and accuracy per epoch: mean over the trials, band from min to max."""
+def learning_curves(folder: str, histories: list[pd.DataFrame], best_epochs: list[int], path: Path) -> Path:
+    """Train and valid loss and accuracy per epoch: mean over the trials, band from min to max,
+    and a dotted line at the (median) epoch whose weights early stopping kept."""
     history = pd.concat(histories, keys=range(len(histories)), names=["trial", "row"])
     by_epoch = history.groupby("epoch")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -66,6 +67,9 @@ def learning_curves(folder: str, histories: list[pd.DataFrame], path: Path) -> P
             if len(histories) > 1:
                 ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.2,
                                 label=f"{name} (min–max)")
+        if best_epochs:
+            ax.axvline(float(np.median(best_epochs)), color="grey", linestyle=":",
+                       label="best epoch" + (" (median)" if len(best_epochs) > 1 else ""))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -88,6 +92,7 @@ def write_all(results_dir: Path, trials: pd.DataFrame, reference: pd.DataFrame) 
             history_path = Path(metrics_path).with_name(results.HISTORY_FILE)
             if history_path.exists():
                 histories.append(pd.read_csv(history_path))
+        best_epochs = group.drop_duplicates("path").best_epoch.tolist()
         if histories:
-            written.append(learning_curves(folder, histories, plot_dir / "curves" / f"{folder}.png"))
+            written.append(learning_curves(folder, histories, best_epochs, plot_dir / "curves" / f"{folder}.png"))
     return written
