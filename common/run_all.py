@@ -105,6 +105,13 @@ def trial_command(trial: Trial, args: argparse.Namespace, threads: int) -> list[
     return command
 
 
+def _clock(seconds: float) -> str:
+    if seconds != seconds:  # NaN: nothing finished yet to estimate from
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
 def _read_lines(process: subprocess.Popen, trial: Trial, lines: queue.Queue) -> None:
     for line in process.stdout:
         lines.put((trial, line.rstrip("\n")))
@@ -116,9 +123,15 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
     waiting, running = deque(todo), {}
     lines: queue.Queue = queue.Queue()
-    tty = sys.stderr.isatty()
-    bar = tqdm(total=len(todo), unit="trial", dynamic_ncols=True, mininterval=0.5 if tty else 30,
+    # On a terminal a live bar; in a log file (not a terminal) plain lines only, one per event.
+    bar = tqdm(total=len(todo), unit="trial", dynamic_ncols=True, disable=not sys.stderr.isatty(),
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}] {postfix}")
+    started, ended = time.time(), []
+
+    def progress() -> str:
+        finished, elapsed = len(ended), time.time() - started
+        left = elapsed / finished * (len(todo) - finished) if finished else float("nan")
+        return f"[{finished}/{len(todo)} trials, {_clock(elapsed)} elapsed, ~{_clock(left)} left]"
     interrupted = False
     with open(log_path, "a") as log:
         log.write(f"\n=== run_all started {results.now_iso()}: {len(todo)} trial(s) ===\n")
@@ -144,19 +157,21 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
                     if epoch:
                         trial.last_line = f"{epoch[1]}/{epoch[2]}"
                     bar.set_postfix_str("; ".join(f"{experiments.experiment_id(t.folder)} trial {t.index} epoch "
-                                                  f"{t.last_line or '-'}" for t in running))
+                                                  f"{t.last_line or '-'}" for t in running), refresh=False)
                     continue
                 process = running.pop(trial)
                 trial.returncode = process.wait()
                 trial.seconds = time.time() - trial.seconds
                 bar.update(1)
+                ended.append(trial)
                 if trial.returncode == 0:
                     done = next((l for l in reversed(trial.tail) if " done: " in l or "another process" in l), "")
-                    bar.write(f"ok    {trial.name}: {done.split(' done: ')[-1] if done else 'nothing to do'}")
+                    bar.write(f"ok    {trial.name}: {done.split(' done: ')[-1] if done else 'nothing to do'} "
+                              f"{progress()}")
                 else:
                     errors = [l for l in trial.tail if l.startswith("error:") or "Error" in l]
                     trial.error = (errors[-1] if errors else (trial.tail[-1] if trial.tail else "no output"))
-                    bar.write(f"FAIL  {trial.name} (exit {trial.returncode}): {trial.error}")
+                    bar.write(f"FAIL  {trial.name} (exit {trial.returncode}): {trial.error} {progress()}")
         except KeyboardInterrupt:
             interrupted = True
             for process in running.values():

@@ -39,6 +39,7 @@ def test_selection_run_resume_and_report(tiny_data, tmp_path):
     assert threads["provenance"]["hardware"]["threads"] >= 1
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "plots" / "test_accuracy.png").exists()
     assert "exp002_conv         2/2        2       0" in done.stdout
+    assert "[4/4 trials, 0:0" in done.stdout and "~0:00:00 left]" in done.stdout  # progress, plain lines
     again = run_script(*args, "--dry-run", cwd=REPO)
     assert "4 trial(s): 0 to run, 4 done" in again.stdout
 
