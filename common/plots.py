@@ -42,7 +42,9 @@ def test_accuracy(trials: pd.DataFrame, reference: pd.DataFrame, path: Path) -> 
         ref = reference[(reference.experiment == experiment) & (reference.split == "test")]
         if not ref.empty:
             ax.scatter([x + 0.3], ref.acc_mean, marker="x", s=50, color="tab:red", zorder=4,
-                       label=None if marked_reference else "original log (reference)")
+                       label=None if marked_reference else "original log (reference): mean, min–max")
+            if ref.acc_min.notna().all():  # the log's 10-trial rows: show its spread as well
+                ax.vlines([x + 0.3], ref.acc_min, ref.acc_max, color="tab:red", linewidth=1, zorder=4)
             marked_reference = True
     ax.set_xticks(range(len(order)), order, rotation=45 if len(order) > 10 else 0, ha="right" if len(order) > 10 else "center")
     ax.set_xlim(-0.6, len(order) - 0.4)
