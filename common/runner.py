@@ -90,7 +90,8 @@ def build_parser(folder: str, explanation: str, config: dict) -> argparse.Argume
     parser.add_argument("--smoke", action="store_true",
                         help="a quick check: a tiny stratified subset, 1 epoch and 1 trial unless "
                              "--epochs/--trials say otherwise; results go under <results-dir>/smoke/")
-    parser.add_argument("--force", action="store_true", help="rerun trials that are already finished")
+    parser.add_argument("--force", action="store_true",
+                        help="rerun trials that are already finished, even with another config")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow CPU threads (default 0: one per core). Conv results depend "
                              "slightly on it: rerun with the same value to reproduce a trial exactly")
@@ -352,12 +353,14 @@ def _run(folder, experiment, base, explanation, default_config, config, override
     results_dir = args.results_dir.expanduser().resolve()
     # Refuse to mix configs before spending time on data: every finished trial of the experiment
     # (not only the ones to run now) must match, or the summary would average different recipes.
+    # With --force every trial of the run is being replaced: by this process, or (with --trial, as
+    # run_all --force --jobs N does) by the other workers, so their old configs are no objection.
     selected = range(config["trials"]) if args.trial is None else [args.trial]
     pending = []
     for trial in range(config["trials"]):
         directory = results.trial_dir(results_dir, folder, trial, args.smoke)
         record = _finished_record(directory / results.METRICS_FILE)
-        if record is not None and not (args.force and trial in selected):
+        if record is not None and not args.force:
             difference = _config_difference(record.get("config", {}), config)
             if difference:
                 raise UsageError(

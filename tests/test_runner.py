@@ -107,6 +107,17 @@ def test_another_config_is_refused_unless_forced(tiny_data, tmp_path, capsys):
     assert read_metrics(tmp_path, "exp001_simple_dense")["epochs_run"] == 2
 
 
+def test_forced_trials_run_side_by_side_with_a_new_config(tiny_data, tmp_path, capsys):
+    # run_all --force --jobs 2 starts trial 1 while trial 0 still holds the old config: no refusal.
+    module = load_train_module(EXP001)
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--trials", "2"]
+    assert module.main(args + ["--epochs", "1"]) == 0
+    assert module.main(args + ["--epochs", "2", "--trial", "1"]) == runner.EXIT_USAGE
+    assert "trial_0 was run with another config (epochs 1 -> 2)" in capsys.readouterr().err
+    assert module.main(args + ["--epochs", "2", "--trial", "1", "--force"]) == 0
+    assert json.loads((tmp_path / "exp001_simple_dense" / "trial_1" / "metrics.json").read_text())["epochs_run"] == 2
+
+
 def test_same_seed_same_metrics_and_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, capsys):
     """A trial interrupted after epoch 2 resumes at epoch 3 and ends exactly where an uninterrupted one does."""
     module = load_train_module(EXP001)
