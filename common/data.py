@@ -3,6 +3,10 @@
 Where the data comes from, in order: `--data-dir`, the environment variable
 FASHION_MNIST_DIR, else Keras' download (cached under ~/.keras/datasets).
 Every failure is a DataError whose message names the file, the problem and the fix.
+
+Every copy is known by its fingerprint and a name: `offline-v1` and `offline-v2` for this project's
+offline copies, `official` for the official files, `data-<8 hex digits>` for any other. Results
+are filed under that name, so trials on different data never mix.
 """
 
 from __future__ import annotations
@@ -35,14 +39,43 @@ SPLIT_SEED = 20201
 # Smoke runs: a small stratified slice, enough to exercise every code path in seconds.
 SMOKE_SIZES = {"train": 1000, "valid": 500, "test": 500}
 
-# Fingerprints of data copies we know, so no result is mistaken for one on the official data.
-KNOWN_FINGERPRINTS = {
-    "a60bdaaf00013063": "offline stand-in copy (genuine images, not the official test split)",
+# Data copies we know by fingerprint (its first 16 hex digits): a readable name, which is also the
+# folder their results go to (results/<name>/...), and what is and is not official in them.
+KNOWN_COPIES = {
+    "a60bdaaf00013063": ("offline-v1", "offline stand-in copy (genuine images, not the official test split)"),
+    "e37dc26dcf987e53": ("offline-v2", "offline copy v2: official test images (the first 4,443 of the "
+                                       "10,000, official labels); 60,000 train images, mostly genuine, "
+                                       "not the official train set"),
 }
+# The official files as Keras downloads them, known by the MD5 sums the Fashion-MNIST repository
+# publishes (github.com/zalandoresearch/fashion-mnist, "Get the Data").
+OFFICIAL_GZ_MD5 = {
+    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+OFFICIAL = ("official", "official Fashion-MNIST (60,000 train and 10,000 test images)")
 
 
 class DataError(Exception):
     """The data is missing or malformed; the message says which file and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DataCopy:
+    """Which data a run used. Results are keyed by `name` and record `record()`: no machine paths."""
+
+    name: str  # readable for known copies (offline-v2, official), else data-<first 8 hex digits>
+    fingerprint: str  # sha256 of the four raw uint8 arrays
+    description: str
+    source: str  # "idx" (a folder of IDX files) or "keras" (Keras' download)
+    location: str  # that folder on this machine: for messages only, never written into results
+    sizes: dict[str, int]  # images in the train and test files
+
+    def record(self) -> dict:
+        return {"name": self.name, "fingerprint": self.fingerprint, "description": self.description,
+                "source": self.source, "sizes": self.sizes}
 
 
 @dataclass(frozen=True)
@@ -55,21 +88,22 @@ class FashionMNIST:
     y_valid: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    source: str  # "idx:<dir>" or "keras:<cache dir>"
-    fingerprint: str  # sha256 of the raw uint8 arrays, before the split
+    copy: DataCopy
 
     def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {"train": (self.x_train, self.y_train), "valid": (self.x_valid, self.y_valid),
                 "test": (self.x_test, self.y_test)}
 
-    @property
-    def description(self) -> str:
-        return describe_fingerprint(self.fingerprint)
+
+def data_name(fingerprint: str) -> str:
+    """The name results are filed under, for a fingerprint (official data is recognised by its files)."""
+    known = KNOWN_COPIES.get(fingerprint[:16])
+    return known[0] if known else f"data-{fingerprint[:8]}"
 
 
 def describe_fingerprint(fingerprint: str) -> str:
-    short = fingerprint[:16]
-    return KNOWN_FINGERPRINTS.get(short, f"data {short}")
+    known = KNOWN_COPIES.get(fingerprint[:16])
+    return known[1] if known else f"data {fingerprint[:16]}"
 
 
 # ---------------------------------------------------------------- IDX files
@@ -137,6 +171,9 @@ def read_idx_dir(directory: Path) -> dict[str, np.ndarray]:
 
 def download_with_keras() -> Path:
     """Fetch the official files into Keras' cache (a no-op once cached) and return that folder."""
+    cache = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "datasets" / "fashion-mnist"
+    if all((cache / f"{name}.gz").is_file() for name in FILES.values()):
+        return cache  # already downloaded: no need to start TensorFlow for Keras' get_file
     import keras  # imported here: reading IDX files needs no TensorFlow
 
     try:
@@ -183,17 +220,38 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
+def _is_official(directory: Path) -> bool:
+    paths = {name: directory / f"{name}.gz" for name in OFFICIAL_GZ_MD5}
+    return all(path.is_file() and hashlib.md5(path.read_bytes()).hexdigest() == OFFICIAL_GZ_MD5[name]
+               for name, path in paths.items())
+
+
+def open_copy(data_dir: str | os.PathLike | None = None) -> tuple[dict[str, np.ndarray], DataCopy]:
+    """The four raw arrays and which copy they are (see the module docstring for the source).
+
+    Needs no TensorFlow: run_all and the summary use it to learn the data's name quickly.
+    """
+    directory = resolve_data_dir(data_dir)
+    source = "idx"
+    if directory is None:
+        directory, source = download_with_keras(), "keras"
+    arrays = read_idx_dir(directory)
+    digest = fingerprint(arrays)
+    if digest[:16] not in KNOWN_COPIES and _is_official(directory):
+        name, description = OFFICIAL
+    else:
+        name, description = data_name(digest), describe_fingerprint(digest)
+    copy = DataCopy(name=name, fingerprint=digest, description=description, source=source,
+                    location=str(directory.resolve()),
+                    sizes={"train": len(arrays["train_labels"]), "test": len(arrays["test_labels"])})
+    return arrays, copy
+
+
 def load(data_dir: str | os.PathLike | None = None, smoke: bool = False) -> FashionMNIST:
     """Load, validate, fingerprint and split Fashion-MNIST (see the module docstring for the source)."""
-    directory = resolve_data_dir(data_dir)
-    if directory is None:
-        directory = download_with_keras()
-        source = f"keras:{directory}"
-    else:
-        source = f"idx:{directory.resolve()}"
-    arrays = read_idx_dir(directory)
+    arrays, copy = open_copy(data_dir)
     train_idx, valid_idx = stratified_split(arrays["train_labels"])
-    test_idx = np.arange(len(arrays["test_labels"]))
+    test_idx = np.arange(len(arrays["test_labels"]))  # any number of test images (offline-v2 has 4,443)
     if smoke:
         train_idx, valid_idx = train_idx[:SMOKE_SIZES["train"]], valid_idx[:SMOKE_SIZES["valid"]]
         test_idx = np.random.default_rng(SPLIT_SEED).permutation(test_idx)[:SMOKE_SIZES["test"]]
@@ -203,5 +261,5 @@ def load(data_dir: str | os.PathLike | None = None, smoke: bool = False) -> Fash
         x_valid=_scale(images[valid_idx]), y_valid=labels[valid_idx],
         x_test=_scale(arrays["test_images"][test_idx]),
         y_test=arrays["test_labels"][test_idx].astype(np.int32),
-        source=source, fingerprint=fingerprint(arrays),
+        copy=copy,
     )

@@ -7,6 +7,7 @@ that differ; and per split the loss and accuracy of each (mean±std over trials)
 of the means (B - A) and, when both have at least two trials, Welch's t-test (two-sided, unequal
 variances) with a plain verdict at the 5% level. An experiment without results is compared on code
 and config only, and the output says so.
+Trials on different data are never compared: each data copy with results gets its own table.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool) -> str:
+def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, data: str | None = None) -> str:
     module_a, module_b = experiments.load_module(a), experiments.load_module(b)
     out = []
 
@@ -110,16 +111,23 @@ def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool) ->
 
     heading("Metrics")
     trials, problems = summarize.collect_trials(results_dir)
-    trials = trials[trials.folder.isin([a.name, b.name])] if not trials.empty else trials
-    missing = [f.name for f in (a, b) if trials.empty or f.name not in set(trials.folder)]
-    if missing:
-        out.append(f"No results yet for {' and '.join(missing)} in {results_dir}: code and config only.")
-    else:
-        if trials.data_fingerprint.nunique() > 1:
-            out.append("Warning: the two were run on different data copies (fingerprints differ).")
-        table = metrics_comparison(trials, a, b)
-        out.append(summarize.markdown_table(table) if markdown else table.to_string(index=False))
+    if not trials.empty:
+        trials = trials[trials.folder.isin([a.name, b.name]) & ((trials.data == data) if data else True)]
+    names = sorted(set(trials.data)) if not trials.empty else []
+    if not names:
+        out.append(f"No results yet for {a.name} and {b.name}" + (f" on {data}" if data else "")
+                   + f" in {results_dir}: code and config only.")
+    for name in names:  # trials on different data are never compared with each other
+        on_data = trials[trials.data == name]
+        out.extend([f"On {name} ({on_data.data_description.iloc[0]}):", ""])
+        missing = [f.name for f in (a, b) if f.name not in set(on_data.folder)]
+        if missing:
+            out.append(f"No results on {name} for {' and '.join(missing)}: nothing to compare.")
+        else:
+            table = metrics_comparison(on_data, a, b)
+            out.append(summarize.markdown_table(table) if markdown else table.to_string(index=False))
         out.append("")
+    if names:
         out.append("Cells: mean±std over trials (sample std) and the trial count. Welch's t-test: "
                    f"two-sided, unequal variances; 'better' means p < {ALPHA}.")
     out.extend(f"warning: {p}" for p in problems)
@@ -133,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("text", "markdown"), default="text")
     parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
     parser.add_argument("--out", type=Path, help="write to this file instead of the terminal")
+    parser.add_argument("--data", metavar="NAME", help="compare only the trials on this data (e.g. offline-v2; "
+                        "default: every data copy with results, each on its own)")
     args = parser.parse_args(argv)
     try:
         a, b = experiments.find(args.a), experiments.find(args.b)
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     text = render(a, b, args.results_dir, args.format == "markdown",
-                  colour=args.out is None and sys.stdout.isatty())
+                  colour=args.out is None and sys.stdout.isatty(), data=args.data)
     if args.out:
         results.atomic_write_text(args.out, text)
         print(f"wrote {args.out}")

@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
 RESULTS_ENV_VAR = "FASHION_MNIST_RESULTS_DIR"  # e.g. a Google Drive folder in a notebook
 SMOKE_SUBDIR = "smoke"  # smoke runs live apart, under results/smoke/, and are never summarised
+PLOTS_SUBDIR = "plots"  # the summary's plots; like smoke/, never a data name
 METRICS_FILE, HISTORY_FILE = "metrics.json", "history.csv"
 
 
@@ -23,9 +24,14 @@ def default_results_dir() -> Path:
     return Path(os.environ.get(RESULTS_ENV_VAR) or DEFAULT_RESULTS_DIR).expanduser()
 
 
-def trial_dir(results_dir: Path, folder: str, trial: int, smoke: bool = False) -> Path:
+def experiment_dir(results_dir: Path, data_name: str, folder: str, smoke: bool = False) -> Path:
+    """results/<data name>/<experiment folder>/ (smoke runs: results/smoke/<data name>/...)."""
     base = results_dir / SMOKE_SUBDIR if smoke else results_dir
-    return base / folder / f"trial_{trial}"
+    return base / data_name / folder
+
+
+def trial_dir(results_dir: Path, data_name: str, folder: str, trial: int, smoke: bool = False) -> Path:
+    return experiment_dir(results_dir, data_name, folder, smoke) / f"trial_{trial}"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -108,9 +114,7 @@ def versions() -> dict[str, str]:
             "keras": keras.__version__, "numpy": numpy.__version__}
 
 
-def provenance(data_source: str, data_fingerprint: str, data_description: str,
-               experiment_folder: str | None = None) -> dict[str, Any]:
+def provenance(data: dict[str, Any], experiment_folder: str | None = None) -> dict[str, Any]:
+    """`data` is what identifies the data (DataCopy.record()): name, fingerprint, kind of source."""
     code = ["common", "requirements.txt", f"{experiment_folder}/train.py"] if experiment_folder else None
-    return {"git": git_state(code), "versions": versions(), "hardware": hardware(),
-            "data": {"source": data_source, "fingerprint": data_fingerprint,
-                     "description": data_description}}
+    return {"git": git_state(code), "versions": versions(), "hardware": hardware(), "data": data}

@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from common import data as fmnist
 from common import experiments, results, summarize
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -69,13 +70,14 @@ def _locked(lock_path: Path) -> bool:
     return False
 
 
-def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path) -> list[Trial]:
+def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_name: str) -> list[Trial]:
+    """Every trial of the selection and its state on this data (trials on other data never count)."""
     trials = []
     for folder in folders:
         default = experiments.load_module(folder).CONFIG["trials"]
         count = args.trials or (1 if args.smoke else default)
         for index in range(count):
-            directory = results.trial_dir(results_dir, folder.name, index, args.smoke)
+            directory = results.trial_dir(results_dir, data_name, folder.name, index, args.smoke)
             trial = Trial(folder, index, count)
             if (directory / results.METRICS_FILE).exists() and not args.force:
                 trial.state = "done"
@@ -228,10 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no experiment selected", file=sys.stderr)
         return EXIT_USAGE
 
-    trials = plan(folders, args, args.results_dir)
+    try:
+        _, copy = fmnist.open_copy(args.data_dir)  # the trials to run are those missing on this data
+    except fmnist.DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    trials = plan(folders, args, args.results_dir, copy.name)
     todo = [t for t in trials if t.state in ("pending", "resumable")]
     overview = pd.DataFrame([{"experiment": t.folder.name, "trial": t.index, "state": t.state} for t in trials])
     counts = overview.groupby(["experiment", "state"], sort=False).size().unstack(fill_value=0)
+    print(f"data: {copy.name} ({copy.description}; sha256 {copy.fingerprint[:16]}…); results in "
+          f"{results.experiment_dir(args.results_dir, copy.name, '', args.smoke)}")
     print(f"{len(folders)} experiment(s), {len(trials)} trial(s): {len(todo)} to run, "
           f"{sum(t.state == 'done' for t in trials)} done, {sum(t.state == 'locked' for t in trials)} "
           f"running elsewhere" + (" [smoke]" if args.smoke else ""))

@@ -2,7 +2,7 @@
 
 `run_experiment` parses the command line (common flags plus one flag per CONFIG key), loads the
 data, and runs the trials that are not finished yet. A trial writes, under
-results/<experiment folder>/trial_<i>/:
+results/<data name>/<experiment folder>/trial_<i>/ (the data's name: offline-v2, official, ...):
 
     metrics.json   loss and accuracy per split, epochs, seed, config, provenance (written last)
     history.csv    one row per finished epoch
@@ -351,15 +351,29 @@ def _run(folder, experiment, base, explanation, default_config, config, override
         print(message, flush=True)
 
     results_dir = args.results_dir.expanduser().resolve()
-    # Refuse to mix configs before spending time on data: every finished trial of the experiment
-    # (not only the ones to run now) must match, or the summary would average different recipes.
-    # With --force every trial of the run is being replaced: by this process, or (with --trial, as
-    # run_all --force --jobs N does) by the other workers, so their old configs are no objection.
+    # Trials belong to their data: they are filed under its name, results/<data name>/<folder>/.
+    dataset = fmnist.load(args.data_dir, smoke=args.smoke)
+    copy = dataset.copy
+    sizes = {split: len(y) for split, (_, y) in dataset.splits().items()}
+    log(f"data: {copy.name} ({copy.description}; sha256 {copy.fingerprint[:16]}…) from {copy.location}; "
+        + ", ".join(f"{split} {n}" for split, n in sizes.items()))
+    # Refuse to mix configs before spending time on training: every finished trial of the experiment
+    # on this data (not only the ones to run now) must match, or the summary would average different
+    # recipes. With --force every trial of the run is being replaced: by this process, or (with
+    # --trial, as run_all --force --jobs N does) by the other workers, so their old configs are no
+    # objection.
     selected = range(config["trials"]) if args.trial is None else [args.trial]
     pending = []
     for trial in range(config["trials"]):
-        directory = results.trial_dir(results_dir, folder, trial, args.smoke)
+        directory = results.trial_dir(results_dir, copy.name, folder, trial, args.smoke)
         record = _finished_record(directory / results.METRICS_FILE)
+        if record is not None:
+            recorded = str(record.get("provenance", {}).get("data", {}).get("fingerprint"))
+            if recorded != copy.fingerprint:
+                raise UsageError(
+                    f"{directory} holds a trial on other data (sha256 {recorded[:16]}…, this data "
+                    f"{copy.fingerprint[:16]}…) under the same name; move it away or give another "
+                    f"--results-dir")
         if record is not None and not args.force:
             difference = _config_difference(record.get("config", {}), config)
             if difference:
@@ -370,17 +384,15 @@ def _run(folder, experiment, base, explanation, default_config, config, override
             pending.append((trial, directory))
     done = len(selected) - len(pending)
     log(f"{folder}: {config['trials']} trial(s)" + (f", running trial {args.trial}" if args.trial is not None else "")
-        + f", {done} already finished"
+        + f", {done} already finished on {copy.name}"
         + (f", overrides {overrides}" if overrides else "") + (" [smoke]" if args.smoke else ""))
     if not pending:
         return EXIT_OK
 
-    dataset = fmnist.load(args.data_dir, smoke=args.smoke)
     configure_tensorflow(args.threads, config["fix_seed"])
-    provenance = results.provenance(dataset.source, dataset.fingerprint, dataset.description, folder)
+    provenance = results.provenance({**copy.record(), "split_sizes": sizes}, folder)
     provenance["hardware"]["threads"] = args.threads or os.cpu_count()
-    log(f"data: {dataset.source} ({dataset.description}); train {len(dataset.y_train)}, "
-        f"valid {len(dataset.y_valid)}, test {len(dataset.y_test)}; {provenance['hardware']['device']}")
+    log(f"device: {provenance['hardware']['device']}, {provenance['hardware']['threads']} thread(s)")
     skipped = 0
     for trial, directory in pending:
         with trial_lock(directory) as acquired:

@@ -2,11 +2,11 @@
 
     python -m common.summarize [--results-dir results] [--readme README.md]
 
-Reads results/<experiment>/trial_<i>/metrics.json (never results/smoke/), writes
-results/trials.csv (one row per trial and split), results/summary.csv (one row per experiment
-and split: trials, loss and accuracy mean/std/min/max, std with ddof=1) and the plots under
-results/plots/, then rewrites the part of README.md between the marker comments below, leaving the
-rest of the file untouched.
+Reads results/<data name>/<experiment>/trial_<i>/metrics.json (never results/smoke/), writes
+results/trials.csv (one row per trial and split), results/summary.csv (one row per data,
+experiment and split: trials, loss and accuracy mean/std/min/max, std with ddof=1) and the plots
+under results/plots/, then rewrites the part of README.md between the marker comments below,
+leaving the rest of the file untouched: one table per data, labelled with its name.
 A metrics.json that cannot be read is reported by name and skipped.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import plots, results, stats
-from common.data import describe_fingerprint
+from common import experiments, plots, results, stats
+from common.data import data_name
 
 SPLITS = ("train", "valid", "test")
 REFERENCE_CSV = results.REPO_ROOT / "reference" / "original_log_results.csv"
@@ -35,6 +35,7 @@ def _trial_rows(path: Path, record: dict) -> list[dict]:
     """One row per split; raises KeyError/TypeError/ValueError when the record is incomplete."""
     data = record["provenance"]["data"]
     common = {
+        "data": str(data.get("name") or data_name(data["fingerprint"])),
         "experiment": str(record["experiment"]), "folder": str(record["folder"]),
         "base": record.get("base"), "explanation": record.get("explanation", ""),
         "trial": int(record["trial"]), "seed": record.get("seed"),
@@ -44,28 +45,43 @@ def _trial_rows(path: Path, record: dict) -> list[dict]:
         "default_trials": int(record.get("default_trials", 1)),
         "wall_seconds": float(record["wall_seconds"]),
         "device": record["provenance"]["hardware"]["device"],
-        "data_fingerprint": str(data["fingerprint"]), "path": str(path),
+        "data_fingerprint": str(data["fingerprint"]), "data_description": str(data.get("description", "")),
+        "path": path.as_posix(),
     }
     return [{**common, "split": split, "loss": float(record["metrics"][split]["loss"]),
              "accuracy": float(record["metrics"][split]["accuracy"])} for split in SPLITS]
 
 
 def collect_trials(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """All finished real (non-smoke) trials as rows, and a list of the files that were skipped."""
+    """All finished real (non-smoke) trials as rows, and a list of the files that were skipped.
+
+    The `path` column is relative to `results_dir`: no machine paths in the CSV files.
+    """
     rows, problems = [], []
     for path in sorted(results_dir.glob(f"*/trial_*/{results.METRICS_FILE}")):
-        if path.parts[-3] == results.SMOKE_SUBDIR:
+        if experiments.FOLDER_PATTERN.match(path.parts[-3]):
+            problems.append(f"{path}: filed in the layout before results were kept per data; skipped. "
+                            f"file them by data with: python -m common.merge {results_dir}")
+    for path in sorted(results_dir.glob(f"*/*/trial_*/{results.METRICS_FILE}")):
+        relative = path.relative_to(results_dir)
+        if relative.parts[0] in (results.SMOKE_SUBDIR, results.PLOTS_SUBDIR):
             continue
         try:
             record = json.loads(path.read_text())
             if record.get("smoke"):
                 continue
-            rows.extend(_trial_rows(path, record))
+            trial_rows = _trial_rows(relative, record)
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             problems.append(f"{path}: unreadable ({type(e).__name__}: {e}); skipped")
+            continue
+        if trial_rows[0]["data"] != relative.parts[0]:
+            problems.append(f"{path}: ran on {trial_rows[0]['data']} but is filed under {relative.parts[0]}; "
+                            f"skipped (move it to {trial_rows[0]['data']}/)")
+            continue
+        rows.extend(trial_rows)
     trials = pd.DataFrame(rows)
     if not trials.empty:
-        trials = trials.sort_values(["folder", "trial", "split"], key=_split_order).reset_index(drop=True)
+        trials = trials.sort_values(["data", "folder", "trial", "split"], key=_split_order).reset_index(drop=True)
     return trials, problems
 
 
@@ -73,21 +89,21 @@ def _split_order(column: pd.Series) -> pd.Series:
     return column.map(SPLITS.index) if column.name == "split" else column
 
 
-GROUP = ["experiment", "folder", "data_fingerprint", "split"]
+GROUP = ["data", "experiment", "folder", "split"]
 
 
 def summarize_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """summary.csv: one row per experiment (and data copy) and split."""
+    """summary.csv: one row per data copy, experiment and split."""
     table = stats.aggregate(trials, GROUP)
     extra = trials.groupby(GROUP, sort=False).agg(
         epochs_max=("epochs_max", "max"), epochs_capped=("epochs_capped", "any"),
         epochs_run_min=("epochs_run", "min"), epochs_run_max=("epochs_run", "max"),
         default_trials=("default_trials", "max"), seed_fixed=("seed_fixed", "all"),
         device=("device", lambda d: "/".join(sorted(set(d)))),
-        base=("base", "first"), explanation=("explanation", "first")).reset_index()
-    table = table.merge(extra, on=GROUP)
-    table["data"] = table["data_fingerprint"].map(describe_fingerprint)
-    return table
+        base=("base", "first"), explanation=("explanation", "first"),
+        data_fingerprint=("data_fingerprint", "first"), data_description=("data_description", "first")
+    ).reset_index()
+    return table.merge(extra, on=GROUP)
 
 
 def load_reference(path: Path = REFERENCE_CSV) -> pd.DataFrame:
@@ -121,9 +137,14 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _device_cell(devices: str) -> str:
+    return "CPU and GPU trials" if "/" in devices else devices
+
+
 def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
+    """One row per experiment of one data copy, the log's figures beside ours."""
     rows = []
-    for (folder, fingerprint), group in summary.groupby(["folder", "data_fingerprint"], sort=True):
+    for folder, group in summary.groupby("folder", sort=True):
         first = group.iloc[0]
         trials = int(first.trials)
         trials_cell = f"{trials}" if trials >= first.default_trials else f"{trials} of {first.default_trials}"
@@ -135,15 +156,25 @@ def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
             "loss (tr, vd, tt)": _cells(group, "loss"), "acc. (tr, vd, tt)": _cells(group, "accuracy"),
             "Original log: acc. (tr, vd, tt)": _cells(ref, "accuracy") if not ref.empty else "–",
             "Base": first.base if isinstance(first.base, str) else "None",
-            "Explanation": first.explanation, "Data": f"{fingerprint[:8]}, {first.device}"})
-    legend = "; ".join(f"`{fp[:8]}` = {describe_fingerprint(fp)} (sha256 {fp[:16]}…)"
-                       for fp in sorted(summary["data_fingerprint"].unique()))
-    return "\n".join([
-        markdown_table(pd.DataFrame(rows)), "",
-        "Each cell: train, valid and test, as `mean±std, min–max` over the trials (std: sample "
-        "standard deviation, ddof=1); a single trial shows its value alone. "
-        f"Data: {legend}. The *Original log* column is the log's own figure, for reference; it was "
-        "not produced by this repository (see reference/)."])
+            "Explanation": first.explanation, "Hardware": _device_cell(first.device)})
+    return markdown_table(pd.DataFrame(rows))
+
+
+def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: dict[str, str]) -> list[str]:
+    """A labelled table per data copy: results on different data are never in one table."""
+    sections = []
+    for name, group in summary.groupby("data", sort=True):
+        first = group.iloc[0]
+        sections += [
+            f"### Our results on `{name}`",
+            f"Data `{name}`: {first.data_description} (sha256 {first.data_fingerprint[:16]}…).",
+            results_table(group, reference),
+            "Each cell: train, valid and test, as `mean±std, min–max` over the trials (std: sample "
+            "standard deviation, ddof=1); a single trial shows its value alone. The *Original log* "
+            "column is the log's own figure on the official data, for reference; it was not produced "
+            "by this repository (see reference/).",
+            *([plot_links[name]] if plot_links.get(name) else [])]
+    return sections
 
 
 def reference_table(reference: pd.DataFrame) -> str:
@@ -155,19 +186,25 @@ def reference_table(reference: pd.DataFrame) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
-def plot_links(plots: list[Path], readme: Path) -> str:
-    """Markdown for the plots, with paths relative to the README."""
-    if not plots:
-        return ""
-    relative = [Path(os.path.relpath(p, readme.parent)).as_posix() for p in plots]
-    curves = " · ".join(f"[{Path(r).stem.split('_')[0]}]({r})" for r in relative[1:])
-    return f"![Test accuracy per experiment]({relative[0]})\n\nLearning curves (mean over trials, min–max band): {curves}"
+def plot_links(written: dict[str, list[Path]], readme: Path) -> dict[str, str]:
+    """Markdown for each data's plots, with paths relative to the README."""
+    def relative(path: Path) -> str:
+        return Path(os.path.relpath(path, readme.parent)).as_posix()
+
+    links = {}
+    for name, paths in written.items():
+        accuracy, *curves = paths
+        links[name] = (f"![Test accuracy per experiment on {name}]({relative(accuracy)})\n\n"
+                       f"Learning curves on `{name}` (mean over trials, min–max band): "
+                       + " · ".join(f"[{p.stem.split('_')[0]}]({relative(p)})" for p in curves))
+    return links
 
 
-def readme_section(summary: pd.DataFrame, reference: pd.DataFrame, plots: str = "") -> str:
-    ours = results_table(summary, reference) if not summary.empty else "_No finished trials yet._"
+def readme_section(summary: pd.DataFrame, reference: pd.DataFrame, links: dict[str, str] | None = None) -> str:
+    ours = (data_sections(summary, reference, links or {}) if not summary.empty
+            else ["### Our results", "_No finished trials yet._"])
     return "\n\n".join([
-        MARKER_START, "### Our results", ours, *([plots] if plots else []),
+        MARKER_START, *ours,
         "### The original log's figures (reference only, not reproduced by this repository)",
         reference_table(reference), MARKER_END])
 
@@ -198,8 +235,10 @@ def summarize(results_dir: Path, readme: Path | None, log=print) -> int:
     if readme is not None:
         update_readme(readme, readme_section(summary, reference, plot_links(written, readme)))
     n_experiments = summary["folder"].nunique() if not summary.empty else 0
+    n_data = summary["data"].nunique() if not summary.empty else 0
     log(f"summarised {trials['path'].nunique() if not trials.empty else 0} trial(s) of "
-        f"{n_experiments} experiment(s) -> {results_dir / 'summary.csv'}"
+        f"{n_experiments} experiment(s) on {n_data} data cop{'y' if n_data == 1 else 'ies'} -> "
+        f"{results_dir / 'summary.csv'}"
         + (f", {readme}" if readme else "") + (f"; {len(problems)} file(s) skipped" if problems else ""))
     return 0
 

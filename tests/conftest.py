@@ -41,13 +41,14 @@ def synthetic_images(labels: np.ndarray, seed: int) -> np.ndarray:
     return images.astype(np.uint8)
 
 
-def make_dataset(directory: Path, n_train: int = 300, n_test: int = 100, gz: bool = True) -> Path:
+def make_dataset(directory: Path, n_train: int = 300, n_test: int = 100, gz: bool = True, seed: int = 1) -> Path:
+    """Four IDX files; another `seed` gives another data copy (other images, same shapes)."""
     directory.mkdir(parents=True, exist_ok=True)
     y_train = np.arange(n_train) % 10
     y_test = np.arange(n_test) % 10
-    write_idx(directory / "train-images-idx3-ubyte", synthetic_images(y_train, 1), IMAGE_MAGIC, gz)
+    write_idx(directory / "train-images-idx3-ubyte", synthetic_images(y_train, seed), IMAGE_MAGIC, gz)
     write_idx(directory / "train-labels-idx1-ubyte", y_train, LABEL_MAGIC, gz)
-    write_idx(directory / "t10k-images-idx3-ubyte", synthetic_images(y_test, 2), IMAGE_MAGIC, gz)
+    write_idx(directory / "t10k-images-idx3-ubyte", synthetic_images(y_test, seed + 1), IMAGE_MAGIC, gz)
     write_idx(directory / "t10k-labels-idx1-ubyte", y_test, LABEL_MAGIC, gz)
     return directory
 
@@ -55,6 +56,25 @@ def make_dataset(directory: Path, n_train: int = 300, n_test: int = 100, gz: boo
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("fmnist"))
+
+
+def data_name_of(directory: Path) -> str:
+    """The name a data copy's results are filed under (results/<name>/...)."""
+    from common import data
+
+    return data.open_copy(directory)[1].name
+
+
+@pytest.fixture(scope="session")
+def tiny_name(tiny_data) -> str:
+    return data_name_of(tiny_data)
+
+
+def trial_path(results: Path, folder: str, trial: int = 0) -> Path:
+    """The trial folder under results/<data name>/<folder>/: the one data copy the test ran on."""
+    matches = sorted(results.glob(f"*/{folder}/trial_{trial}"))
+    assert len(matches) == 1, f"expected one data copy with {folder}/trial_{trial} in {results}: {matches}"
+    return matches[0]
 
 
 def run_script(*args: str, cwd: Path | None = None, env: dict | None = None,

@@ -10,6 +10,15 @@ the change is intended, re-record the reference and commit it with the change:
 Each reference run: the tests' synthetic IDX dataset, seed fixed (also for experiments that
 normally run unseeded), 2 epochs, 1 trial, batch size 32, TensorFlow's default threads (one per
 core: 2 on the project's machines).
+
+What is compared, and why only that: the loss on train, valid and test, to a relative 1e-3.
+The loss is a smooth function of the weights, so across x86 CPUs (AVX-512 or AVX2 only: other
+summation orders) and thread counts it moves by float noise only (at most 2.4e-5 relative between
+one and two threads, measured on all 22 experiments), while a real change to shared code moves it
+far more (another shuffle order: 5%; zoom's fill mode, the smallest change the tests make: 0.24%).
+Accuracy is recorded but not compared: after two epochs on 30 to 100 images the deeper nets sit
+near chance, where many predictions are near ties and float noise alone flips one to three images
+(seen on an AMD EPYC against a reference recorded on an Intel Xeon).
 """
 
 from __future__ import annotations
@@ -27,17 +36,17 @@ from conftest import make_dataset  # noqa: E402
 
 REFERENCE = Path(__file__).with_name("regression_reference.json")
 ARGS = ["--epochs", "2", "--trials", "1", "--batch_size", "32", "--fix_seed", "true"]
-LOSS_RTOL = 1e-3  # float noise across machines is far smaller; any real change is far larger
-ACCURACY_ATOL = 0.0101  # one image of the 100 test images may flip on a near-tie
+LOSS_RTOL = 1e-3  # float noise across CPUs and thread counts is far smaller; real changes are larger
 
 
-def run(folder: Path, data_dir: Path, results_dir: Path) -> dict:
+def run(folder: Path, data_dir: Path, results_dir: Path, threads: int = 0) -> dict:
     """Metrics of the reference run of one experiment: {split: {loss, accuracy}}."""
     module = experiments.load_module(folder)
-    code = module.main(["--data-dir", str(data_dir), "--results-dir", str(results_dir), *ARGS])
+    code = module.main(["--data-dir", str(data_dir), "--results-dir", str(results_dir), *ARGS,
+                        *(["--threads", str(threads)] if threads else [])])
     if code != 0:
         raise RuntimeError(f"{folder.name}: reference run exited with {code}")
-    record = json.loads((results_dir / folder.name / "trial_0" / "metrics.json").read_text())
+    record = json.loads(next(results_dir.glob(f"*/{folder.name}/trial_0/metrics.json")).read_text())
     return record["metrics"]
 
 
@@ -53,18 +62,19 @@ def differences(folder: Path, metrics: dict, reference: dict | None = None) -> l
         return [f"{folder.name}: no recorded reference; run python tests/regression.py --record {folder.name}"]
     found = []
     for split, values in recorded.items():
-        for metric, expected in values.items():
-            actual = metrics[split][metric]
-            ok = (abs(actual - expected) <= LOSS_RTOL * abs(expected) if metric == "loss"
-                  else abs(actual - expected) <= ACCURACY_ATOL)
-            if not ok:
-                found.append(f"{folder.name} {split} {metric}: {actual:.6f}, recorded {expected:.6f}")
+        actual, expected = metrics[split]["loss"], values["loss"]
+        if abs(actual - expected) > LOSS_RTOL * abs(expected):
+            found.append(f"{folder.name} {split} loss: {actual:.6f}, recorded {expected:.6f} "
+                         f"(relative difference {abs(actual - expected) / abs(expected):.1e}, "
+                         f"tolerance {LOSS_RTOL:.0e})")
     return found
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--record", action="store_true", help="write the reference (default: only check)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="check with this many TensorFlow threads: how far float noise moves the loss")
     parser.add_argument("names", nargs="*", help="experiments (default: all)")
     args = parser.parse_args(argv)
     folders = experiments.select(args.names or None)
@@ -73,9 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = make_dataset(Path(tmp) / "data")
         for folder in folders:
-            metrics = run(folder, data_dir, Path(tmp) / "results")
+            metrics = run(folder, data_dir, Path(tmp) / "results", args.threads)
             if args.record:
                 reference[folder.name] = {split: {k: round(v, 7) for k, v in m.items()} for split, m in metrics.items()}
+            elif folder.name in reference:
+                problems += differences(folder, metrics, reference)
+                worst = max(abs(metrics[s]["loss"] - v["loss"]) / v["loss"] for s, v in reference[folder.name].items())
+                print(f"{folder.name}: largest relative loss difference {worst:.1e} (tolerance {LOSS_RTOL:.0e})")
             else:
                 problems += differences(folder, metrics, reference)
     if args.record:

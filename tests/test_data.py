@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -20,17 +22,50 @@ def dataset_dir(tmp_path):
 def test_loads_gzipped_and_plain_files_alike(tmp_path, dataset_dir):
     plain = make_dataset(tmp_path / "plain", n_train=200, n_test=50, gz=False)
     a, b = data.load(dataset_dir), data.load(plain)
-    assert a.fingerprint == b.fingerprint
+    assert a.copy.fingerprint == b.copy.fingerprint
     assert a.x_train.shape == (180, 28, 28, 1) and a.x_valid.shape == (20, 28, 28, 1)
     assert a.x_test.shape == (50, 28, 28, 1)
     assert a.x_train.dtype == np.float32 and 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
     assert a.x_train.max() == pytest.approx(230 / 255)
-    assert a.source.startswith("idx:")
+    assert a.copy.source == "idx" and a.copy.name == f"data-{a.copy.fingerprint[:8]}"
+    assert a.copy.sizes == {"train": 200, "test": 50}
 
 
 def test_environment_variable_names_the_directory(dataset_dir, monkeypatch):
     monkeypatch.setenv(data.ENV_VAR, str(dataset_dir))
-    assert data.load().source == f"idx:{dataset_dir.resolve()}"
+    assert data.load().copy.location == str(dataset_dir.resolve())
+
+
+def test_known_copies_are_named_and_their_record_holds_no_path(dataset_dir, monkeypatch):
+    fingerprint = data.load(dataset_dir).copy.fingerprint
+    monkeypatch.setitem(data.KNOWN_COPIES, fingerprint[:16], ("offline-v9", "a copy we know"))
+    copy = data.load(dataset_dir).copy
+    assert (copy.name, copy.description) == ("offline-v9", "a copy we know")
+    assert copy.record() == {"name": "offline-v9", "fingerprint": fingerprint, "description": "a copy we know",
+                             "source": "idx", "sizes": {"train": 200, "test": 50}}
+    assert str(dataset_dir) not in str(copy.record())
+
+
+def test_official_files_are_recognised_by_their_published_checksums(dataset_dir, monkeypatch):
+    assert data.load(dataset_dir).copy.name != "official"
+    md5 = {name: hashlib.md5((dataset_dir / f"{name}.gz").read_bytes()).hexdigest() for name in data.FILES.values()}
+    monkeypatch.setattr(data, "OFFICIAL_GZ_MD5", md5)  # pretend the tiny files are the official ones
+    assert data.load(dataset_dir).copy.name == "official"
+
+
+def test_fewer_test_images_than_ten_thousand_or_the_smoke_size(tmp_path):
+    few = make_dataset(tmp_path / "few", n_train=200, n_test=37)
+    assert len(data.load(few).y_test) == 37 and len(data.load(few, smoke=True).y_test) == 37
+
+
+def test_keras_cache_is_read_without_starting_keras(dataset_dir, monkeypatch, tmp_path):
+    cache = tmp_path / "keras_home" / "datasets" / "fashion-mnist"
+    shutil.copytree(dataset_dir, cache)
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setitem(sys.modules, "keras", None)  # importing keras would now fail
+    copy = data.load(None).copy
+    assert copy.source == "keras" and copy.location == str(cache.resolve())
 
 
 def _rewrite(path, transform):
@@ -89,13 +124,14 @@ def test_missing_directory(tmp_path):
         data.load(tmp_path / "nowhere")
 
 
-def test_keras_download_failure_says_how_to_use_a_local_copy(monkeypatch):
+def test_keras_download_failure_says_how_to_use_a_local_copy(monkeypatch, tmp_path):
     import keras
 
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
 
     monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty cache
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(data.DataError, match="could not download.*network unreachable.*--data-dir DIR or FASHION_MNIST_DIR"):
         data.load(None)
@@ -149,8 +185,8 @@ def test_smoke_subset_is_small_and_stratified(tmp_path):
 def test_fingerprint_tells_copies_apart(tmp_path, dataset_dir):
     other = make_dataset(tmp_path / "other", n_train=200, n_test=50)
     shutil.copy(dataset_dir / "t10k-labels-idx1-ubyte.gz", other / "t10k-labels-idx1-ubyte.gz")
-    assert data.load(other).fingerprint == data.load(dataset_dir).fingerprint
+    assert data.load(other).copy.fingerprint == data.load(dataset_dir).copy.fingerprint
     labels = np.arange(50) % 10
     labels[[0, 1]] = labels[[1, 0]]
     write_idx(other / "t10k-labels-idx1-ubyte", labels, LABEL_MAGIC)
-    assert data.load(other).fingerprint != data.load(dataset_dir).fingerprint
+    assert data.load(other).copy.fingerprint != data.load(dataset_dir).copy.fingerprint

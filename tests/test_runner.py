@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from common import runner
-from conftest import REPO, run_script
+from conftest import REPO, run_script, trial_path
 
 EXP001 = REPO / "exp001_simple_dense" / "train.py"
 EXP002 = REPO / "exp002_conv" / "train.py"
@@ -27,7 +27,7 @@ def load_train_module(path):
 
 
 def read_metrics(results, folder, trial=0):
-    return json.loads((results / folder / f"trial_{trial}" / "metrics.json").read_text())
+    return json.loads((trial_path(results, folder, trial) / "metrics.json").read_text())
 
 
 def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
@@ -44,12 +44,15 @@ def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
         assert 0 <= record["metrics"][split]["accuracy"] <= 1 and record["metrics"][split]["loss"] > 0
     assert record["config"]["epochs"] == 2 and record["overrides"] == {"epochs": 2, "trials": 2}
     provenance = record["provenance"]
-    assert provenance["data"]["fingerprint"] and provenance["data"]["source"].startswith("idx:")
+    assert provenance["data"]["fingerprint"] and provenance["data"]["source"] == "idx"
+    assert provenance["data"]["name"] == "data-" + provenance["data"]["fingerprint"][:8]
+    assert provenance["data"]["split_sizes"] == {"train": 270, "valid": 30, "test": 100}
+    assert str(tiny_data) not in json.dumps(record)  # no machine paths in result files
     assert {"python", "tensorflow", "keras", "numpy"} <= set(provenance["versions"])
     assert provenance["hardware"]["device"] == "CPU" and "commit" in provenance["git"]
-    history = pd.read_csv(results / "exp002_conv" / "trial_1" / "history.csv")
+    history = pd.read_csv(trial_path(results, "exp002_conv", 1) / "history.csv")
     assert list(history["epoch"]) == [1, 2] and {"loss", "val_accuracy"} <= set(history.columns)
-    assert not (results / "exp002_conv" / "trial_1" / "checkpoint").exists()
+    assert not (trial_path(results, "exp002_conv", 1) / "checkpoint").exists()
 
     readme = tmp_path / "README.md"
     done = run_script("-m", "common.summarize", "--results-dir", str(results), "--readme", str(readme), cwd=REPO)
@@ -78,21 +81,21 @@ def test_smoke_results_are_kept_apart(tiny_data, tmp_path):
     module = load_train_module(EXP001)
     results = tmp_path / "results"
     assert module.main(["--data-dir", str(tiny_data), "--results-dir", str(results), "--smoke"]) == 0
-    record = json.loads((results / "smoke" / "exp001_simple_dense" / "trial_0" / "metrics.json").read_text())
+    record = json.loads((trial_path(results / "smoke", "exp001_simple_dense") / "metrics.json").read_text())
     assert record["smoke"] is True and record["epochs_run"] == 1 and record["config"]["trials"] == 1
-    assert not (results / "exp001_simple_dense").exists()
+    assert sorted(p.name for p in results.iterdir()) == ["smoke"]
 
 
 def test_finished_trials_are_not_rerun(tiny_data, tmp_path, capsys):
     module = load_train_module(EXP001)
     args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1"]
     assert module.main(args + ["--trials", "1"]) == 0
-    first = (tmp_path / "exp001_simple_dense" / "trial_0" / "metrics.json").read_text()
+    first = (trial_path(tmp_path, "exp001_simple_dense") / "metrics.json").read_text()
     capsys.readouterr()
     assert module.main(args + ["--trials", "2"]) == 0
     out = capsys.readouterr().out
     assert "2 trial(s), 1 already finished" in out and "trial 1/2 epoch" not in out and "trial 2/2 epoch" in out
-    assert (tmp_path / "exp001_simple_dense" / "trial_0" / "metrics.json").read_text() == first
+    assert (trial_path(tmp_path, "exp001_simple_dense") / "metrics.json").read_text() == first
     assert module.main(args + ["--trials", "2"]) == 0
     assert "2 already finished" in capsys.readouterr().out
 
@@ -115,7 +118,7 @@ def test_forced_trials_run_side_by_side_with_a_new_config(tiny_data, tmp_path, c
     assert module.main(args + ["--epochs", "2", "--trial", "1"]) == runner.EXIT_USAGE
     assert "trial_0 was run with another config (epochs 1 -> 2)" in capsys.readouterr().err
     assert module.main(args + ["--epochs", "2", "--trial", "1", "--force"]) == 0
-    assert json.loads((tmp_path / "exp001_simple_dense" / "trial_1" / "metrics.json").read_text())["epochs_run"] == 2
+    assert read_metrics(tmp_path, "exp001_simple_dense", 1)["epochs_run"] == 2
 
 
 def test_same_seed_same_metrics_and_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, capsys):
@@ -140,7 +143,7 @@ def test_same_seed_same_metrics_and_resume_continues_exactly(tiny_data, tmp_path
     interrupted = tmp_path / "interrupted"
     capsys.readouterr()
     assert module.main(args + ["--results-dir", str(interrupted)]) == runner.EXIT_INTERRUPTED
-    trial = interrupted / "exp001_simple_dense" / "trial_0"
+    trial = trial_path(interrupted, "exp001_simple_dense")
     assert not (trial / "metrics.json").exists()
     assert json.loads((trial / "checkpoint" / "state.json").read_text())["epoch"] == 2
     assert "rerun the same command to resume" in capsys.readouterr().err
@@ -156,9 +159,9 @@ def test_same_seed_same_metrics_and_resume_continues_exactly(tiny_data, tmp_path
     assert list(history["epoch"]) == [1, 2, 3, 4]
 
 
-def test_killed_process_resumes_from_its_last_epoch(tiny_data, tmp_path):
+def test_killed_process_resumes_from_its_last_epoch(tiny_data, tiny_name, tmp_path):
     """SIGKILL in the middle of training: nothing half-written, and the rerun picks up the checkpoint."""
-    trial = tmp_path / "exp001_simple_dense" / "trial_0"
+    trial = tmp_path / tiny_name / "exp001_simple_dense" / "trial_0"
     args = [str(EXP001), "--data-dir", str(tiny_data), "--results-dir", str(tmp_path),
             "--epochs", "40", "--patience", "40"]
     process = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -208,7 +211,7 @@ def test_single_trial_flag(tiny_data, tmp_path):
     module = load_train_module(EXP001)
     args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1", "--trials", "3"]
     assert module.main(args + ["--trial", "2"]) == 0
-    assert sorted(p.name for p in (tmp_path / "exp001_simple_dense").iterdir()) == ["trial_2"]
+    assert sorted(p.name for p in trial_path(tmp_path, "exp001_simple_dense", 2).parent.iterdir()) == ["trial_2"]
     assert read_metrics(tmp_path, "exp001_simple_dense", 2)["seed"] == 2
     assert module.main(args + ["--trial", "3"]) == runner.EXIT_USAGE
 
@@ -226,3 +229,42 @@ def test_without_seed_fixing_trials_differ_with_it_they_repeat(tiny_data, tmp_pa
     assert runs["free_a"]["metrics"] != runs["free_b"]["metrics"]
     assert runs["fixed_a"]["seed_fixed"] is True and runs["fixed_a"]["seed"] == 0
     assert runs["fixed_a"]["metrics"] == runs["fixed_b"]["metrics"]
+
+
+def test_trials_on_other_data_are_neither_finished_nor_touched(tiny_data, tmp_path, capsys):
+    """Two data copies side by side: the second one's run trains, the first one's trials stay as they were."""
+    from conftest import data_name_of, make_dataset
+
+    other = make_dataset(tmp_path / "other_data", seed=7)
+    first_name, other_name = data_name_of(tiny_data), data_name_of(other)
+    assert first_name != other_name
+    module = load_train_module(EXP001)
+    results = tmp_path / "results"
+    args = ["--results-dir", str(results), "--epochs", "1"]
+    assert module.main(["--data-dir", str(tiny_data), *args]) == 0
+    first = results / first_name / "exp001_simple_dense" / "trial_0" / "metrics.json"
+    before = first.read_text()
+    capsys.readouterr()
+
+    assert module.main(["--data-dir", str(other), *args]) == 0
+    out = capsys.readouterr().out
+    assert f"1 trial(s), 0 already finished on {other_name}" in out and "trial 1/1 epoch" in out
+    assert first.read_text() == before
+    second = json.loads((results / other_name / "exp001_simple_dense" / "trial_0" / "metrics.json").read_text())
+    assert second["provenance"]["data"]["name"] == other_name
+
+    # A rerun on either copy finds its own trial finished.
+    assert module.main(["--data-dir", str(tiny_data), *args]) == 0
+    assert f"1 already finished on {first_name}" in capsys.readouterr().out
+
+    readme = tmp_path / "README.md"
+    done = run_script("-m", "common.summarize", "--results-dir", str(results), "--readme", str(readme), cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "on 2 data copies" in done.stdout
+    text = readme.read_text()
+    for name in (first_name, other_name):
+        section = text.split(f"### Our results on `{name}`")[1].split("### ")[0]
+        assert "| exp001 | 1 |" in section and f"Data `{name}`:" in section
+    summary = pd.read_csv(results / "summary.csv")
+    assert sorted(summary.data.unique()) == sorted([first_name, other_name])
+    assert not pd.read_csv(results / "trials.csv").path.str.startswith("/").any()  # no machine paths

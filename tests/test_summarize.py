@@ -10,9 +10,11 @@ import pytest
 from common import summarize
 
 FINGERPRINT = "f" * 64
+DATA = "data-ffffffff"  # the name summaries give the data of FINGERPRINT
 
 
-def record(experiment, folder, trial, test_acc, *, smoke=False, default_trials=3, overrides=None):
+def record(experiment, folder, trial, test_acc, *, smoke=False, default_trials=3, overrides=None,
+           fingerprint=FINGERPRINT, name=DATA):
     return {
         "experiment": experiment, "folder": folder, "base": "exp001", "explanation": f"{experiment} idea",
         "smoke": smoke, "trial": trial, "seed": trial, "seed_fixed": True,
@@ -22,12 +24,14 @@ def record(experiment, folder, trial, test_acc, *, smoke=False, default_trials=3
         "epochs_run": 10 + trial, "best_epoch": 5, "epochs_max": 100, "wall_seconds": 12.0,
         "default_trials": default_trials, "overrides": overrides or {}, "config": {"epochs": 100},
         "provenance": {"hardware": {"device": "CPU"},
-                       "data": {"fingerprint": FINGERPRINT, "source": "idx:/x", "description": "test data"}},
+                       "data": {"fingerprint": fingerprint, "name": name, "source": "idx",
+                                "description": f"test data {name}"}},
     }
 
 
 def write(results, folder, trial, rec):
-    path = results / folder / f"trial_{trial}" / "metrics.json"
+    name = rec["provenance"]["data"]["name"]
+    path = results / name / folder / f"trial_{trial}" / "metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(rec))
     return path
@@ -74,16 +78,17 @@ def test_summary_csv_and_readme(results, tmp_path, capsys):
 
 
 def test_plots_are_valid_png_files(results, tmp_path):
-    history = results / "exp102_conv" / "trial_0" / "history.csv"
+    history = results / DATA / "exp102_conv" / "trial_0" / "history.csv"
     history.write_text("epoch,loss,accuracy,val_loss,val_accuracy\n1,0.5,0.8,0.6,0.78\n2,0.4,0.85,0.5,0.8\n")
     readme = tmp_path / "README.md"
     summarize.main(["--results-dir", str(results), "--readme", str(readme)])
     plots = sorted((results / "plots").rglob("*.png"))
-    assert [p.name for p in plots] == ["exp102_conv.png", "test_accuracy.png"]
+    assert [p.relative_to(results / "plots").as_posix() for p in plots] == [
+        f"{DATA}/curves/exp102_conv.png", f"{DATA}/test_accuracy.png"]
     for plot in plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
-    assert "](results/plots/test_accuracy.png)" in readme.read_text()
-    assert "[exp102](results/plots/curves/exp102_conv.png)" in readme.read_text()
+    assert f"](results/plots/{DATA}/test_accuracy.png)" in readme.read_text()
+    assert f"[exp102](results/plots/{DATA}/curves/exp102_conv.png)" in readme.read_text()
 
 
 def test_rerun_rewrites_only_the_region(results, tmp_path):
@@ -107,7 +112,7 @@ def test_fewer_trials_than_default_and_capped_epochs_are_shown(results, tmp_path
 
 @pytest.mark.parametrize("content", ['{"experiment": "exp009", "metr', "", '{"experiment": "exp009"}'])
 def test_corrupt_or_half_written_file_is_named_and_skipped(results, tmp_path, content):
-    bad = results / "exp009_broken" / "trial_0" / "metrics.json"
+    bad = results / DATA / "exp009_broken" / "trial_0" / "metrics.json"
     bad.parent.mkdir(parents=True)
     bad.write_text(content)
     messages = []

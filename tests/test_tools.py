@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from common import diff, run_all
-from conftest import REPO, run_script
+from conftest import REPO, run_script, trial_path
 from test_summarize import record, write
 
 # ---------------------------------------------------------------- run_all
@@ -34,10 +34,12 @@ def test_selection_run_resume_and_report(tiny_data, tmp_path):
             str(tmp_path), "--epochs", "1", "--trials", "2", "--jobs", "2"]
     done = run_script(*args, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.parent.name for p in tmp_path.glob("exp00*/trial_*/metrics.json")) == ["trial_0", "trial_0", "trial_1", "trial_1"]
-    threads = json.loads((tmp_path / "exp002_conv" / "trial_1" / "metrics.json").read_text())
+    assert sorted(p.parent.name for p in tmp_path.glob("*/exp00*/trial_*/metrics.json")) == ["trial_0", "trial_0", "trial_1", "trial_1"]
+    threads = json.loads((trial_path(tmp_path, "exp002_conv", 1) / "metrics.json").read_text())
     assert threads["provenance"]["hardware"]["threads"] >= 1
-    assert (tmp_path / "summary.csv").exists() and (tmp_path / "plots" / "test_accuracy.png").exists()
+    name = trial_path(tmp_path, "exp002_conv", 1).parts[-3]
+    assert (tmp_path / "summary.csv").exists() and (tmp_path / "plots" / name / "test_accuracy.png").exists()
+    assert f"data: {name} (" in done.stdout
     assert "exp002_conv         2/2        2       0" in done.stdout
     assert "[4/4 trials, 0:0" in done.stdout and "~0:00:00 left]" in done.stdout  # progress, plain lines
     again = run_script(*args, "--dry-run", cwd=REPO)
@@ -55,11 +57,11 @@ def test_one_failing_experiment_does_not_stop_the_others(tiny_data, tmp_path):
     assert "another config (epochs 1 -> 3)" in done.stdout
     assert "trial(s) failed" in done.stderr
     # the other trials ran all the same
-    assert json.loads((tmp_path / "exp002_conv" / "trial_1" / "metrics.json").read_text())["epochs_run"] == 3
+    assert json.loads((trial_path(tmp_path, "exp002_conv", 1) / "metrics.json").read_text())["epochs_run"] == 3
 
 
-def test_a_locked_trial_is_left_to_its_owner(tiny_data, tmp_path):
-    lock = tmp_path / "exp001_simple_dense" / "trial_0" / ".lock"
+def test_a_locked_trial_is_left_to_its_owner(tiny_data, tiny_name, tmp_path):
+    lock = tmp_path / tiny_name / "exp001_simple_dense" / "trial_0" / ".lock"
     lock.parent.mkdir(parents=True)
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # as a run in another process would
@@ -80,7 +82,7 @@ def test_two_runs_at_once_run_each_trial_once(tiny_data, tmp_path):
     log = (tmp_path / run_all.LOG_NAME).read_text()
     finished = [line for line in log.splitlines() if " done: test accuracy" in line]
     assert len(finished) == 3, log  # three trials, each trained by exactly one of the two runs
-    assert len(list(tmp_path.glob("exp001_simple_dense/trial_*/metrics.json"))) == 3
+    assert len(list(tmp_path.glob("*/exp001_simple_dense/trial_*/metrics.json"))) == 3
 
 
 # ---------------------------------------------------------------- diff
@@ -133,3 +135,70 @@ def test_diff_markdown_and_no_results(tmp_path):
 def test_diff_unknown_name(capsys):
     assert diff.main(["exp001", "exp999"]) == 2
     assert "no experiment 'exp999'; candidates:" in capsys.readouterr().err
+
+
+def test_diff_compares_each_data_copy_on_its_own(two_experiments, capsys):
+    other = dict(fingerprint="e" * 64, name="data-eeeeeeee")
+    for trial, (a, b) in enumerate([(0.80, 0.70), (0.81, 0.71)]):
+        write(two_experiments, "exp006_zoom_aug", trial, record("exp006", "exp006_zoom_aug", trial, a, **other))
+        write(two_experiments, "exp007_mixup", trial, record("exp007", "exp007_mixup", trial, b, **other))
+    assert diff.main(["exp006", "exp007", "--results-dir", str(two_experiments)]) == 0
+    metrics = capsys.readouterr().out.split("== Metrics ==")[1]
+    on_e, on_f = metrics.split("On data-ffffffff")
+    assert on_e.strip().startswith("On data-eeeeeeee (test data data-eeeeeeee)")
+    assert "0.8050±0.0071 (n=2)" in on_e and "A better" in on_e and "0.9100" not in on_e
+    assert "0.9100±0.0100 (n=3)" in on_f and "B better, p=0.021" in on_f
+    assert diff.main(["exp006", "exp007", "--results-dir", str(two_experiments), "--data", "data-eeeeeeee"]) == 0
+    assert "data-ffffffff" not in capsys.readouterr().out
+
+
+def test_run_all_plans_per_data(tiny_data, tmp_path):
+    """Trials finished on one copy do not count for another: the dry run on the second lists them to run."""
+    from conftest import make_dataset
+
+    args = ["-m", "common.run_all", "--only", "exp001", "--results-dir", str(tmp_path / "results"),
+            "--epochs", "1"]
+    assert run_script(*args, "--data-dir", str(tiny_data), cwd=REPO).returncode == 0
+    assert "1 trial(s): 0 to run, 1 done" in run_script(*args, "--data-dir", str(tiny_data), "--dry-run",
+                                                        cwd=REPO).stdout
+    other = make_dataset(tmp_path / "other", seed=7)
+    done = run_script(*args, "--data-dir", str(other), "--dry-run", cwd=REPO)
+    assert done.returncode == 0 and "1 trial(s): 1 to run, 0 done" in done.stdout
+
+
+def test_merge_files_old_layout_trials_by_data_without_machine_paths(tmp_path, capsys):
+    from common import merge
+
+    results = tmp_path / "results"
+    old = record("exp001", "exp001_simple_dense", 0, 0.88)
+    old["provenance"]["data"] = {"source": "idx:/home/someone/fashion-mnist", "fingerprint": "a60bdaaf00013063" + "0" * 48,
+                                 "description": "offline stand-in copy (genuine images, not the official test split)"}
+    legacy = results / "exp001_simple_dense" / "trial_0"
+    legacy.mkdir(parents=True)
+    (legacy / "metrics.json").write_text(json.dumps(old))
+    (legacy / "history.csv").write_text("epoch,loss\n1,0.5\n")
+    messages = []
+    from common import summarize
+    summarize.summarize(results, None, log=messages.append)
+    assert any("layout before results were kept per data" in m and "common.merge" in m for m in messages)
+
+    assert merge.main([str(results), "--results-dir", str(results)]) == 0
+    moved = results / "offline-v1" / "exp001_simple_dense" / "trial_0"
+    merged = json.loads((moved / "metrics.json").read_text())
+    assert merged["provenance"]["data"]["source"] == "idx" and merged["provenance"]["data"]["name"] == "offline-v1"
+    assert merged["metrics"] == old["metrics"] and (moved / "history.csv").read_text() == "epoch,loss\n1,0.5\n"
+    assert not (results / "exp001_simple_dense").exists() and "/home/someone" not in json.dumps(merged)
+
+    # From another results directory: copied, an identical trial is skipped, a different one is a conflict.
+    elsewhere = tmp_path / "gpu_results"
+    write(elsewhere, "exp001_simple_dense", 0, merged)
+    write(elsewhere, "exp001_simple_dense", 1, {**merged, "trial": 1})
+    assert merge.main([str(elsewhere), "--results-dir", str(results)]) == 0
+    assert (results / "offline-v1" / "exp001_simple_dense" / "trial_1" / "metrics.json").exists()
+    assert (elsewhere / "offline-v1" / "exp001_simple_dense" / "trial_1").exists()  # copied, not moved
+    changed = {**merged, "metrics": {**merged["metrics"], "test": {"loss": 0.5, "accuracy": 0.5}}}
+    (elsewhere / "offline-v1" / "exp001_simple_dense" / "trial_0" / "metrics.json").write_text(json.dumps(changed))
+    capsys.readouterr()
+    assert merge.main([str(elsewhere), "--results-dir", str(results)]) == 1
+    assert "conflict:" in capsys.readouterr().out
+    assert json.loads((moved / "metrics.json").read_text())["metrics"] == old["metrics"]

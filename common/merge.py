@@ -1,0 +1,111 @@
+"""Bring finished trials into a results directory, filed by their data: from another machine's results
+(a GPU run, a colleague's), or from the layout before results were kept per data.
+
+    python -m common.merge /path/to/other/results          # copy its finished trials into results/
+    python -m common.merge results                          # move old-layout trials into results/<data>/
+
+Each finished trial (metrics.json, with its history.csv) is filed under
+<results-dir>/<data name>/<experiment folder>/trial_<i>/, the data name taken from the trial's
+recorded fingerprint. Records of the old layout named the data by a machine path
+(`idx:/home/.../fashion-mnist`); that path is dropped, and the name and kind of source are kept.
+A trial already present with the same metrics is skipped; one present with other metrics is a
+conflict: reported, left as it is, exit code 1. Unfinished trials (a checkpoint without
+metrics.json) are not merged: their data is not recorded until they finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from common import experiments, results
+from common.data import data_name, describe_fingerprint
+
+
+def finished_trials(source: Path) -> list[Path]:
+    """metrics.json of every finished non-smoke trial under `source`, in either layout."""
+    found = []
+    for pattern in (f"*/trial_*/{results.METRICS_FILE}", f"*/*/trial_*/{results.METRICS_FILE}"):
+        for path in sorted(source.glob(pattern)):
+            if experiments.FOLDER_PATTERN.match(path.parts[-3]) and path.relative_to(source).parts[0] not in (
+                    results.SMOKE_SUBDIR, results.PLOTS_SUBDIR):
+                found.append(path)
+    return found
+
+
+def normalised(record: dict) -> dict:
+    """The record with its data named and without a machine path (old records held one)."""
+    data = dict(record["provenance"]["data"])
+    fingerprint = str(data["fingerprint"])
+    source = str(data.get("source", ""))
+    data["source"] = source.split(":", 1)[0] if ":" in source else source  # "idx:/a/path" -> "idx"
+    data.setdefault("name", data_name(fingerprint))
+    if data.get("description") in (None, "", f"data {fingerprint[:16]}"):
+        data["description"] = describe_fingerprint(fingerprint)
+    return {**record, "provenance": {**record["provenance"], "data": data}}
+
+
+def merge(sources: list[Path], results_dir: Path, move: bool, log=print) -> int:
+    merged = skipped = conflicts = 0
+    for source in sources:
+        for path in finished_trials(source):
+            try:
+                record = normalised(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+                log(f"warning: {path}: unreadable ({type(e).__name__}: {e}); not merged")
+                conflicts += 1
+                continue
+            if record.get("smoke"):
+                continue
+            name = record["provenance"]["data"]["name"]
+            target = results.trial_dir(results_dir, name, path.parts[-3], int(record["trial"]))
+            if target == path.parent:
+                continue  # already filed where it belongs
+            existing = target / results.METRICS_FILE
+            if existing.exists():
+                if json.loads(existing.read_text()).get("metrics") == record["metrics"]:
+                    skipped += 1
+                else:
+                    log(f"conflict: {target} already holds another result than {path}; left as it is")
+                    conflicts += 1
+                continue
+            history = path.with_name(results.HISTORY_FILE)
+            if history.exists():
+                results.atomic_write_bytes(target / results.HISTORY_FILE, history.read_bytes())
+            results.atomic_write_json(existing, record)  # last: a trial counts once metrics.json is there
+            if move:
+                shutil.rmtree(path.parent)
+                if not any(path.parent.parent.iterdir()):
+                    path.parent.parent.rmdir()
+            merged += 1
+            log(f"{'moved' if move else 'copied'} {path.parent} -> {target}")
+    log(f"merged {merged} trial(s) into {results_dir}; {skipped} already there"
+        + (f"; {conflicts} conflict(s)" if conflicts else ""))
+    return 1 if conflicts else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.merge", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("sources", nargs="+", type=Path, help="results directories to take trials from")
+    parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
+    parser.add_argument("--move", action="store_true",
+                        help="remove each trial from its source once merged (always so within --results-dir)")
+    args = parser.parse_args(argv)
+    results_dir = args.results_dir.expanduser().resolve()
+    code = 0
+    for source in args.sources:
+        source = source.expanduser().resolve()
+        if not source.is_dir():
+            print(f"error: {source}: no such directory", file=sys.stderr)
+            return 2
+        code |= merge([source], results_dir, move=args.move or source == results_dir)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
