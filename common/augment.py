@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-import tensorflow as tf
+from common.tensorflow_setup import tf  # TensorFlow, started without its start-up notices
 
 # Every augmentation key and its value when an experiment leaves it out: all ops off.
 DEFAULTS = {"zoom_range": None, "zoom_fill": "nearest", "erase_prob": 0.0, "erase_area": (0.02, 0.4),

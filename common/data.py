@@ -174,7 +174,8 @@ def download_with_keras() -> Path:
     cache = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "datasets" / "fashion-mnist"
     if all((cache / f"{name}.gz").is_file() for name in FILES.values()):
         return cache  # already downloaded: no need to start TensorFlow for Keras' get_file
-    import keras  # imported here: reading IDX files needs no TensorFlow
+    from common.tensorflow_setup import tf  # noqa: F401  (imported here: reading IDX files needs no TensorFlow)
+    import keras
 
     try:
         paths = [keras.utils.get_file(f"{name}.gz", origin=KERAS_ORIGIN + f"{name}.gz",

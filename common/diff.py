@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from common import experiments, results, runner, stats, summarize
+from common import experiments, results, stats, summarize
 
 ALPHA = 0.05
 COLOURS = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
@@ -38,12 +38,9 @@ def code_diff(a: Path, b: Path, colour: bool) -> list[str]:
     return lines
 
 
-def effective_config(folder: Path) -> dict:
-    return {**runner.RUNNER_DEFAULTS, **experiments.load_module(folder).CONFIG}
-
-
 def config_diff(a: Path, b: Path) -> pd.DataFrame:
-    config_a, config_b = effective_config(a), effective_config(b)
+    config_a = experiments.read_definition(a).effective_config()
+    config_b = experiments.read_definition(b).effective_config()
     keys = [k for k in dict.fromkeys([*config_a, *config_b]) if config_a.get(k, "—") != config_b.get(k, "—")]
     return pd.DataFrame({"key": keys, "A": [repr(config_a[k]) if k in config_a else "—" for k in keys],
                          "B": [repr(config_b[k]) if k in config_b else "—" for k in keys]})
@@ -89,7 +86,7 @@ def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path) -> pd.DataFrame:
 
 
 def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, data: str | None = None) -> str:
-    module_a, module_b = experiments.load_module(a), experiments.load_module(b)
+    definition_a, definition_b = experiments.read_definition(a), experiments.read_definition(b)
     out = []
 
     def heading(text: str) -> None:
@@ -97,8 +94,8 @@ def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, da
 
     out.append(f"# {a.name} vs {b.name}" if markdown else f"A = {a.name}, B = {b.name}")
     out.append("")
-    for label, folder, module in (("A", a, module_a), ("B", b, module_b)):
-        out.append(f"{'- ' if markdown else ''}{label}: {folder.name} (base {module.BASE}): {module.EXPLANATION}")
+    for label, folder, definition in (("A", a, definition_a), ("B", b, definition_b)):
+        out.append(f"{'- ' if markdown else ''}{label}: {folder.name} (base {definition.base}): {definition.explanation}")
 
     heading("Code: train.py")
     lines = code_diff(a, b, colour and not markdown)
@@ -149,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     except experiments.UnknownExperiment as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = render(a, b, args.results_dir, args.format == "markdown",
-                  colour=args.out is None and sys.stdout.isatty(), data=args.data)
+    try:
+        text = render(a, b, args.results_dir, args.format == "markdown",
+                      colour=args.out is None and sys.stdout.isatty(), data=args.data)
+    except ValueError as e:  # a train.py whose CONFIG cannot be read without running it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.out:
         results.atomic_write_text(args.out, text)
         print(f"wrote {args.out}")

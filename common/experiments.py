@@ -1,16 +1,28 @@
-"""Finding experiment folders by id (exp007) or folder name (exp007_mixup), and loading their train.py."""
+"""Finding experiment folders by id (exp007) or folder name (exp007_mixup), and reading their train.py.
+
+`read_definition` reads an experiment's EXPERIMENT, BASE, EXPLANATION and CONFIG from its train.py
+without running it, so tools that only compare or plan (diff, run_all, summarize) never start
+TensorFlow. `load_module` imports the train.py, for running it.
+"""
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import importlib.util
+import operator
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from common.results import REPO_ROOT
 
 FOLDER_PATTERN = re.compile(r"^exp(\d{3})_[A-Za-z0-9_.-]+$")
+
+
+# Config keys the runner itself reads besides the required ones, with their defaults.
+RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False}
 
 
 class UnknownExperiment(LookupError):
@@ -73,3 +85,60 @@ def load_module(folder: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What an experiment's train.py declares at its top."""
+
+    experiment: str
+    base: str | None
+    explanation: str
+    config: dict
+
+    def effective_config(self) -> dict:
+        """The config a run uses without overrides: the runner's defaults, then the experiment's."""
+        return {**RUNNER_DEFAULTS, **self.config}
+
+
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+               ast.Div: operator.truediv, ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+
+def _value(node: ast.expr):
+    """A plain value: literals, tuples, lists, dict(...) or {...}, and arithmetic on them (1 / 0.3)."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_value(item) for item in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_value(k): _value(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {kw.arg: _value(kw.value) for kw in node.keywords}
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _ARITHMETIC:
+        return _ARITHMETIC[type(node.op)](_value(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        return _ARITHMETIC[type(node.op)](_value(node.left), _value(node.right))
+    raise ValueError(ast.unparse(node))
+
+
+def read_definition(folder: Path) -> Definition:
+    """EXPERIMENT, BASE, EXPLANATION and CONFIG of folder/train.py, read without running it."""
+    path = folder / "train.py"
+    names = {"EXPERIMENT", "BASE", "EXPLANATION", "CONFIG"}
+    values = {}
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and node.targets[0].id in names:
+            try:
+                values[node.targets[0].id] = _value(node.value)
+            except ValueError as e:
+                raise ValueError(f"{path}: {node.targets[0].id} holds {e}, which is not a plain value (numbers, "
+                                 f"strings, tuples, dict(...) and arithmetic on them); tools read it without "
+                                 f"running the file") from None
+    missing = sorted(names - set(values))
+    if missing:
+        raise ValueError(f"{path}: no top-level {', '.join(missing)}; every train.py declares "
+                         f"EXPERIMENT, BASE, EXPLANATION and CONFIG")
+    return Definition(values["EXPERIMENT"], values["BASE"], values["EXPLANATION"], values["CONFIG"])

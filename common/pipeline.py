@@ -7,7 +7,7 @@ epoch's batches are the same whether the trial ran straight through or was resum
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+from common.tensorflow_setup import tf  # TensorFlow, started without its start-up notices
 
 NUM_CLASSES = 10
 

@@ -43,12 +43,11 @@ def _short(value) -> str:
 
 
 def render(folder: Path, data_dir: str | None, out: Path, draws: int, seed: int) -> Path:
-    import tensorflow as tf
+    from common.tensorflow_setup import tf
 
     from common import augment, pipeline
 
-    module = experiments.load_module(folder)
-    config = {**module.CONFIG}
+    config = experiments.read_definition(folder).effective_config()
     augment_batch = augment.augmenter(config)
     if augment_batch is None:
         raise ValueError(f"{folder.name} configures no augmentation (zoom_range, erase_prob, mixup_alpha)")

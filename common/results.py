@@ -95,7 +95,7 @@ def cpu_name() -> str:
 
 
 def hardware() -> dict[str, Any]:
-    import tensorflow as tf
+    from common.tensorflow_setup import tf
 
     gpus = []
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -108,7 +108,8 @@ def hardware() -> dict[str, Any]:
 def versions() -> dict[str, str]:
     import keras
     import numpy
-    import tensorflow as tf
+
+    from common.tensorflow_setup import tf
 
     return {"python": sys.version.split()[0], "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": numpy.__version__}

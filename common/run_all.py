@@ -74,7 +74,7 @@ def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_
     """Every trial of the selection and its state on this data (trials on other data never count)."""
     trials = []
     for folder in folders:
-        default = experiments.load_module(folder).CONFIG["trials"]
+        default = experiments.read_definition(folder).config["trials"]
         count = args.trials or (1 if args.smoke else default)
         for index in range(count):
             directory = results.trial_dir(results_dir, data_name, folder.name, index, args.smoke)
@@ -143,8 +143,7 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
                     trial = waiting.popleft()
                     trial.seconds = time.time()
                     process = subprocess.Popen(trial_command(trial, args, threads), stdout=subprocess.PIPE,
-                                               stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                                               stderr=subprocess.STDOUT, text=True, bufsize=1)
                     running[trial] = process
                     threading.Thread(target=_read_lines, args=(process, trial, lines), daemon=True).start()
                     bar.write(f"start {trial.name} of {trial.trials}")
@@ -235,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     except fmnist.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    trials = plan(folders, args, args.results_dir, copy.name)
+    try:
+        trials = plan(folders, args, args.results_dir, copy.name)
+    except ValueError as e:  # a train.py whose CONFIG cannot be read without running it
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     todo = [t for t in trials if t.state in ("pending", "resumable")]
     overview = pd.DataFrame([{"experiment": t.folder.name, "trial": t.index, "state": t.state} for t in trials])
     counts = overview.groupby(["experiment", "state"], sort=False).size().unstack(fill_value=0)

@@ -30,10 +30,10 @@ import pandas as pd
 
 from common import augment, results
 from common import data as fmnist
+from common.experiments import RUNNER_DEFAULTS
 
 # Config keys the runner itself reads; every other key is the experiment's own (build_model reads it).
 REQUIRED_KEYS = ("trials", "seed", "epochs", "patience", "batch_size")
-RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -138,7 +138,7 @@ def parse_config(parser: argparse.ArgumentParser, config: dict, argv: list[str] 
 # ---------------------------------------------------------------- seeding and devices
 
 def configure_tensorflow(threads: int, fix_seed: bool) -> None:
-    import tensorflow as tf
+    from common.tensorflow_setup import tf
 
     if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
         try:

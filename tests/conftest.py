@@ -81,6 +81,6 @@ def run_script(*args: str, cwd: Path | None = None, env: dict | None = None,
                timeout: int = 300) -> subprocess.CompletedProcess:
     """Run a python command as a user would, from another working directory by default."""
     full_env = {k: v for k, v in os.environ.items() if k != "FASHION_MNIST_DIR"}
-    full_env.update({"TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+    full_env.update(env or {})
     return subprocess.run([sys.executable, *args], cwd=cwd or Path("/"), env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -37,6 +37,7 @@ def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
                           "--epochs", "2", "--trials", "2")
         assert done.returncode == 0, done.stderr
         assert "epoch   1/2" in done.stdout and "done: test accuracy" in done.stdout
+        assert not any(noise in done.stderr for noise in ("oneDNN", "cuda drivers", "absl::", "cuInit")), done.stderr
     record = read_metrics(results, "exp002_conv", 1)
     assert record["experiment"] == "exp002" and record["base"] == "exp001"
     assert record["seed"] == 1 and record["trial"] == 1 and record["epochs_run"] == 2

@@ -202,3 +202,38 @@ def test_merge_files_old_layout_trials_by_data_without_machine_paths(tmp_path, c
     assert merge.main([str(elsewhere), "--results-dir", str(results)]) == 1
     assert "conflict:" in capsys.readouterr().out
     assert json.loads((moved / "metrics.json").read_text())["metrics"] == old["metrics"]
+
+
+# ---------------------------------------------------------------- tools start without TensorFlow
+
+WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+                      "sys.argv = sys.argv[1:]; runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+START_UP_NOISE = ("cuda", "oneDNN", "absl::InitializeLog", "cuInit")
+
+
+@pytest.mark.parametrize("command", [
+    ["common.diff", "exp103", "exp104"],
+    ["common.summarize", "--no-readme", "--results-dir", "{tmp}"],
+    ["common.run_all", "--only", "exp00[12]", "exp11*", "--dry-run", "--data-dir", "{data}", "--results-dir", "{tmp}"],
+    *[[tool, "--help"] for tool in ("common.diff", "common.summarize", "common.run_all", "common.merge",
+                                     "common.preview")],
+], ids=lambda command: " ".join(command[:2]))
+def test_tools_run_without_importing_tensorflow(command, tiny_data, tmp_path):
+    """Reading configs, code and results needs no TensorFlow: these tools start at once, and quietly."""
+    argv = [arg.format(tmp=tmp_path, data=tiny_data) for arg in command]
+    done = run_script("-c", WITHOUT_TENSORFLOW, *argv, cwd=REPO)  # importing tensorflow would fail here
+    assert done.returncode == 0, done.stderr
+    assert not any(noise in done.stderr for noise in START_UP_NOISE), done.stderr
+
+
+def test_start_up_notices_are_dropped_and_real_messages_kept():
+    code = ("import os, sys; sys.path.insert(0, '.')\n"
+            "from common.tensorflow_setup import start_up_notices_dropped\n"
+            "with start_up_notices_dropped():\n"
+            "    os.write(2, b'I0000 00:00:1 port.cc:153] oneDNN custom operations are on. You may see...\\n')\n"
+            "    os.write(2, b'W0000 something.cc:1] a real warning\\n')\n"
+            "    print('a Python warning', file=sys.stderr)\n")
+    done = run_script("-c", code, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "a real warning" in done.stderr and "a Python warning" in done.stderr
+    assert not any(noise in done.stderr for noise in START_UP_NOISE)
