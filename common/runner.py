@@ -272,7 +272,9 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         start = time.perf_counter()
         train_ds = pipeline.train_dataset(dataset.x_train, dataset.y_train, config,
                                           pipeline.epoch_seed(seed, epoch))
-        logs = model.fit(train_ds, validation_data=valid_ds, epochs=1, shuffle=False, verbose=0).history
+        # In a terminal, Keras' progress bar within the epoch; in a log file or pipe, only our line.
+        logs = model.fit(train_ds, validation_data=valid_ds, epochs=1, shuffle=False,
+                         verbose=1 if sys.stdout.isatty() else 0).history
         row = {"epoch": epoch, **{k: float(v[-1]) for k, v in logs.items()},
                "learning_rate": float(model.optimizer.learning_rate.numpy()),
                "seconds": round(time.perf_counter() - start, 2)}

@@ -269,3 +269,34 @@ def test_trials_on_other_data_are_neither_finished_nor_touched(tiny_data, tmp_pa
     summary = pd.read_csv(results / "summary.csv")
     assert sorted(summary.data.unique()) == sorted([first_name, other_name])
     assert not pd.read_csv(results / "trials.csv").path.str.startswith("/").any()  # no machine paths
+
+
+def _output_in_a_terminal(args: list[str]) -> str:
+    """Run a command with its standard output on a pseudo-terminal, as a user at a shell sees it."""
+    import os
+
+    master, slave = os.openpty()
+    process = subprocess.Popen([sys.executable, *args], stdout=slave, stderr=subprocess.STDOUT, cwd="/")
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the terminal's other end is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert process.wait(timeout=300) == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_within_the_epoch_only_in_a_terminal(tiny_data, tmp_path):
+    args = [str(EXP001), "--data-dir", str(tiny_data), "--epochs", "2"]
+    terminal = _output_in_a_terminal(args + ["--results-dir", str(tmp_path / "tty")])
+    assert "/step" in terminal and "9/9" in terminal  # Keras' bar: 270 images in 9 batches of 32
+    assert "epoch   2/2" in terminal  # our line still ends each epoch
+    redirected = run_script(*args, "--results-dir", str(tmp_path / "file"))
+    assert redirected.returncode == 0 and "/step" not in redirected.stdout and "9/9" not in redirected.stdout
+    assert "epoch   2/2" in redirected.stdout
