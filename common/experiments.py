@@ -22,7 +22,8 @@ FOLDER_PATTERN = re.compile(r"^exp(\d{3})_[A-Za-z0-9_.-]+$")
 
 
 # Config keys the runner itself reads besides the required ones, with their defaults.
-RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False}
+# test_time_flip: evaluate on each image and its mirror image, averaging the two predictions.
+RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False, "test_time_flip": False}
 
 
 class UnknownExperiment(LookupError):

@@ -4,7 +4,7 @@
     python -m common.merge /path/to/other/results          # copy its finished trials into results/
     python -m common.merge results                          # move old-layout trials into results/<data>/
 
-Each finished trial (metrics.json, with its history.csv) is filed under
+Each finished trial (metrics.json, with its history.csv and predictions.npz) is filed under
 <results-dir>/<data name>/<experiment folder>/trial_<i>/, the data name taken from the trial's
 recorded fingerprint. Records of the old layout named the data by a machine path
 (`idx:/home/.../fashion-mnist`); that path is dropped, and the name and kind of source are kept.
@@ -72,9 +72,9 @@ def merge(sources: list[Path], results_dir: Path, move: bool, log=print) -> int:
                     log(f"conflict: {target} already holds another result than {path}; left as it is")
                     conflicts += 1
                 continue
-            history = path.with_name(results.HISTORY_FILE)
-            if history.exists():
-                results.atomic_write_bytes(target / results.HISTORY_FILE, history.read_bytes())
+            for name in (results.HISTORY_FILE, results.PREDICTIONS_FILE):
+                if path.with_name(name).exists():
+                    results.atomic_write_bytes(target / name, path.with_name(name).read_bytes())
             results.atomic_write_json(existing, record)  # last: a trial counts once metrics.json is there
             if move:
                 shutil.rmtree(path.parent)

@@ -6,6 +6,7 @@ results/<data name>/<experiment folder>/trial_<i>/ (the data's name: offline-v2,
 
     metrics.json   loss and accuracy per split, epochs, seed, config, provenance (written last)
     history.csv    one row per finished epoch
+    predictions.npz  the test set's class probabilities (see results.write_predictions)
     checkpoint/    weights, optimizer and early-stopping state after the last finished epoch;
                    deleted once metrics.json exists. A rerun resumes from it.
 """
@@ -297,12 +298,9 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     # Early stopping's restore_best_weights: evaluate the epoch with the lowest valid loss.
     checkpoint.restore(model, state["best_weights"])
     start = time.perf_counter()
-    metrics = {}
-    for split, (x, y) in dataset.splits().items():
-        scores = model.evaluate(pipeline.eval_dataset(x, y, config), verbose=0, return_dict=True)
-        metrics[split] = {"loss": float(scores["loss"]), "accuracy": float(scores["accuracy"])}
+    metrics, test_probabilities = evaluate(model, dataset, config)
     state["wall_seconds"] += time.perf_counter() - start
-    return {
+    record = {
         "trial": trial, "seed": seed, "seed_fixed": config["fix_seed"], "metrics": metrics,
         "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
         "stopped_early": state["wait"] >= config["patience"],
@@ -310,11 +308,47 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         "started_at": state["started_at"], "finished_at": results.now_iso(),
         "parameters": int(model.count_params()),
     }
+    return record, test_probabilities
+
+
+def class_probabilities(model, x: np.ndarray) -> np.ndarray:
+    """The model's class probabilities for x, in order (a softmax over logits where the loss takes them)."""
+    outputs = model.predict(x, batch_size=512, verbose=0).astype(np.float64)
+    if getattr(model.loss, "from_logits", False):
+        outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        outputs /= outputs.sum(axis=1, keepdims=True)
+    return outputs
+
+
+def evaluate(model, dataset: fmnist.FashionMNIST, config: dict) -> tuple[dict, np.ndarray]:
+    """Loss and accuracy per split, and the test set's class probabilities.
+
+    With test_time_flip, every split is scored on the average of the probabilities for each image
+    and its mirror image (left-right), the loss being the cross-entropy of that average.
+    """
+    from common import pipeline
+
+    if not config["test_time_flip"]:
+        metrics = {}
+        for split, (x, y) in dataset.splits().items():
+            scores = model.evaluate(pipeline.eval_dataset(x, y, config), verbose=0, return_dict=True)
+            metrics[split] = {"loss": float(scores["loss"]), "accuracy": float(scores["accuracy"])}
+        return metrics, class_probabilities(model, dataset.x_test)
+    metrics, probabilities = {}, {}
+    for split, (x, y) in dataset.splits().items():
+        p = (class_probabilities(model, x) + class_probabilities(model, x[:, :, ::-1, :])) / 2
+        true_class = np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)  # Keras' epsilon
+        metrics[split] = {"loss": float(-np.mean(np.log(true_class))),
+                          "accuracy": float(np.mean(p.argmax(axis=1) == y))}
+        probabilities[split] = p
+    return metrics, probabilities["test"]
 
 
 # ---------------------------------------------------------------- the experiment
 
 def _config_difference(old: dict, new: dict) -> str:
+    # A record made before the runner knew a key ran with that key's default.
+    old = {**{k: v for k, v in RUNNER_DEFAULTS.items() if k not in old}, **old}
     keys = [k for k in sorted(set(old) | set(new)) if k != "trials" and old.get(k) != new.get(k)]
     return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 
@@ -407,7 +441,8 @@ def _run(folder, experiment, base, explanation, default_config, config, override
             if args.force:
                 Checkpoint(directory / "checkpoint").remove()
             label = f"{folder} trial {trial + 1}/{config['trials']}"
-            record = run_trial(trial, directory, config, build_model, dataset, label, log)
+            record, test_probabilities = run_trial(trial, directory, config, build_model, dataset, label, log)
+            results.write_predictions(directory / results.PREDICTIONS_FILE, test_probabilities, dataset.y_test)
             record = {"experiment": experiment, "folder": folder, "base": base,
                       "explanation": explanation, "smoke": args.smoke, **record,
                       "epochs_max": config["epochs"], "default_trials": default_config["trials"],

@@ -12,6 +12,7 @@ import time
 import pandas as pd
 import pytest
 
+from common import results as results_module
 from common import runner
 from conftest import REPO, run_script, trial_path
 
@@ -51,6 +52,10 @@ def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
     assert str(tiny_data) not in json.dumps(record)  # no machine paths in result files
     assert {"python", "tensorflow", "keras", "numpy"} <= set(provenance["versions"])
     assert provenance["hardware"]["device"] == "CPU" and "commit" in provenance["git"]
+    predictions = results_module.read_predictions(trial_path(results, "exp002_conv", 1) / "predictions.npz")
+    assert predictions.probabilities.shape == (100, 10) and list(predictions.labels) == [i % 10 for i in range(100)]
+    assert abs(predictions.probabilities.sum(axis=1) - 1).max() < 0.02  # each probability within 1/510
+    assert predictions.correct.mean() == pytest.approx(record["metrics"]["test"]["accuracy"], abs=1e-6)
     history = pd.read_csv(trial_path(results, "exp002_conv", 1) / "history.csv")
     assert list(history["epoch"]) == [1, 2] and {"loss", "val_accuracy"} <= set(history.columns)
     assert not (trial_path(results, "exp002_conv", 1) / "checkpoint").exists()
@@ -300,3 +305,29 @@ def test_progress_within_the_epoch_only_in_a_terminal(tiny_data, tmp_path):
     redirected = run_script(*args, "--results-dir", str(tmp_path / "file"))
     assert redirected.returncode == 0 and "/step" not in redirected.stdout and "9/9" not in redirected.stdout
     assert "epoch   2/2" in redirected.stdout
+
+
+def test_test_time_flip_is_an_evaluation_choice_recorded_in_the_config(tiny_data, tmp_path):
+    module = load_train_module(EXP002)
+    args = ["--data-dir", str(tiny_data), "--epochs", "1"]
+    assert module.main(args + ["--results-dir", str(tmp_path / "plain")]) == 0
+    assert module.main(args + ["--results-dir", str(tmp_path / "flip"), "--test_time_flip", "true"]) == 0
+    plain, flip = read_metrics(tmp_path / "plain", "exp002_conv"), read_metrics(tmp_path / "flip", "exp002_conv")
+    assert plain["config"]["test_time_flip"] is False and flip["config"]["test_time_flip"] is True
+    assert flip["overrides"] == {"test_time_flip": True, "epochs": 1}
+    # Same training (same seed), another evaluation: the flipped average scores differently.
+    assert flip["metrics"]["train"] != plain["metrics"]["train"]
+    predictions = results_module.read_predictions(trial_path(tmp_path / "flip", "exp002_conv") / "predictions.npz")
+    assert predictions.correct.mean() == pytest.approx(flip["metrics"]["test"]["accuracy"])
+
+
+def test_records_from_before_a_runner_option_existed_still_count_as_finished(tiny_data, tmp_path, capsys):
+    module = load_train_module(EXP001)
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1"]
+    assert module.main(args) == 0
+    path = trial_path(tmp_path, "exp001_simple_dense") / "metrics.json"
+    record = json.loads(path.read_text())
+    del record["config"]["test_time_flip"]  # as written before the option existed
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert module.main(args) == 0 and "1 already finished" in capsys.readouterr().out

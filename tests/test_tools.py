@@ -193,8 +193,10 @@ def test_merge_files_old_layout_trials_by_data_without_machine_paths(tmp_path, c
     elsewhere = tmp_path / "gpu_results"
     write(elsewhere, "exp001_simple_dense", 0, merged)
     write(elsewhere, "exp001_simple_dense", 1, {**merged, "trial": 1})
+    (elsewhere / "offline-v1" / "exp001_simple_dense" / "trial_1" / "predictions.npz").write_bytes(b"npz bytes")
     assert merge.main([str(elsewhere), "--results-dir", str(results)]) == 0
     assert (results / "offline-v1" / "exp001_simple_dense" / "trial_1" / "metrics.json").exists()
+    assert (results / "offline-v1" / "exp001_simple_dense" / "trial_1" / "predictions.npz").read_bytes() == b"npz bytes"
     assert (elsewhere / "offline-v1" / "exp001_simple_dense" / "trial_1").exists()  # copied, not moved
     changed = {**merged, "metrics": {**merged["metrics"], "test": {"loss": 0.5, "accuracy": 0.5}}}
     (elsewhere / "offline-v1" / "exp001_simple_dense" / "trial_0" / "metrics.json").write_text(json.dumps(changed))
