@@ -3,6 +3,7 @@
     python -m common.run_all                      # everything, one trial at a time
     python -m common.run_all --only 'exp1*' exp007 --jobs 2
     python -m common.run_all --from exp105 --dry-run
+    python -m common.run_all --only 'exp1*' --round-robin --jobs 2   # rows grow together
 
 Each trial runs as its own `python expNNN_<slug>/train.py --trial I` process, so a crash, a NaN
 loss or a bad config stops that trial only: the others go on, the failures are reported at the
@@ -213,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
     parser.add_argument("--jobs", type=int, default=1, help="trials run side by side (default: 1)")
     parser.add_argument("--force", action="store_true", help="rerun finished trials")
+    parser.add_argument("--round-robin", action="store_true",
+                        help="trial 0 of every experiment, then trial 1 of every one, and so on, so that "
+                             "the rows grow together (default: all trials of one experiment, then the next)")
     parser.add_argument("--dry-run", action="store_true", help="list what would run and what is done")
     parser.add_argument("--no-readme", action="store_true",
                         help="do not rewrite README.md (default: rewritten only for the repo's own results/)")
@@ -240,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     todo = [t for t in trials if t.state in ("pending", "resumable")]
+    if args.round_robin:
+        todo.sort(key=lambda t: t.index)  # stable: experiment order within each round
     overview = pd.DataFrame([{"experiment": t.folder.name, "trial": t.index, "state": t.state} for t in trials])
     counts = overview.groupby(["experiment", "state"], sort=False).size().unstack(fill_value=0)
     print(f"data: {copy.name} ({copy.description}; sha256 {copy.fingerprint[:16]}…); results in "

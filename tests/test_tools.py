@@ -29,6 +29,14 @@ def test_dry_run_lists_without_running(tiny_data, tmp_path):
     assert not list(tmp_path.rglob("metrics.json"))
 
 
+def test_round_robin_runs_trial_by_trial_across_experiments(tiny_data, tmp_path):
+    done = run_script("-m", "common.run_all", "--only", "exp001", "exp002", "--trials", "2", "--round-robin",
+                      "--dry-run", "--data-dir", str(tiny_data), "--results-dir", str(tmp_path), cwd=REPO)
+    order = [line.split("/train.py --trial ")[0].rsplit("/", 1)[1] + " " + line.split("--trial ")[1][0]
+             for line in done.stdout.splitlines() if line.startswith("would run")]
+    assert order == ["exp001_simple_dense 0", "exp002_conv 0", "exp001_simple_dense 1", "exp002_conv 1"]
+
+
 def test_selection_run_resume_and_report(tiny_data, tmp_path):
     args = ["-m", "common.run_all", "--only", "exp00[12]", "--data-dir", str(tiny_data), "--results-dir",
             str(tmp_path), "--epochs", "1", "--trials", "2", "--jobs", "2"]
