@@ -5,8 +5,9 @@
 Sections: the unified diff of the two train.py files (coloured on a terminal); the config keys
 that differ; and per split the loss and accuracy of each (mean±std over trials), the difference
 of the means (B - A) and, when both have at least two trials, Welch's t-test (two-sided, unequal
-variances) with a plain verdict at the 5% level. An experiment without results is compared on code
-and config only, and the output says so.
+variances) with a plain verdict at the 5% level; where both kept their test predictions, McNemar's
+exact test on the same test images and the accuracy per class. An experiment without results is
+compared on code and config only, and the output says so.
 Trials on different data are never compared: each data copy with results gets its own table.
 """
 
@@ -19,10 +20,12 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from common import experiments, results, stats, summarize
+from common import experiments, predictions, results, stats, summarize
+from common.data import CLASS_NAMES
 
 ALPHA = 0.05
 COLOURS = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
@@ -85,6 +88,39 @@ def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_comparison(trials: pd.DataFrame, a: Path, b: Path, results_dir: Path, markdown: bool) -> list[str]:
+    """McNemar's exact test on the same test images, and accuracy per class, from stored predictions."""
+    sides = {}
+    for folder in (a, b):
+        paths = sorted(set(trials[(trials.folder == folder.name) & (trials.split == "test")].path))
+        sides[folder.name] = predictions.ensemble(predictions.load(results_dir, paths))
+    ens_a, ens_b = sides[a.name], sides[b.name]
+    if ens_a is None or ens_b is None:
+        return ["", "No paired test: " + " and ".join(f.name for f in (a, b) if sides[f.name] is None)
+                + " kept no test predictions (trials from before predictions were stored)."]
+    if not np.array_equal(ens_a.labels, ens_b.labels):
+        return ["", "No paired test: the two sets of predictions are not on the same test images."]
+    test = predictions.mcnemar(ens_a.correct, ens_b.correct)
+    better = "no significant difference" if test.p_value >= ALPHA else (
+        f"{'B' if test.only_b > test.only_a else 'A'} better")
+
+    def what(ensemble) -> str:
+        return f"ensemble of {ensemble.trials} trials" if ensemble.trials > 1 else "one trial"
+
+    per_class = pd.DataFrame({
+        "class": CLASS_NAMES,
+        "A": [f"{v:.4f}" for v in predictions.per_class_accuracy(ens_a.predicted, ens_a.labels)],
+        "B": [f"{v:.4f}" for v in predictions.per_class_accuracy(ens_b.predicted, ens_b.labels)]})
+    per_class["B - A"] = [f"{float(y) - float(x):+.4f}" for x, y in zip(per_class.A, per_class.B)]
+    per_class.loc[len(per_class)] = ["all", f"{ens_a.accuracy:.4f}", f"{ens_b.accuracy:.4f}",
+                                     f"{ens_b.accuracy - ens_a.accuracy:+.4f}"]
+    return ["", f"Paired test on the same {len(ens_a.labels)} test images (A: {what(ens_a)}, B: {what(ens_b)}): "
+                f"A right and B wrong on {test.only_a}, A wrong and B right on {test.only_b}; McNemar's exact "
+                f"test p={test.p_value:.3g}: {better}.",
+            "", "Test accuracy per class:", "",
+            summarize.markdown_table(per_class) if markdown else per_class.to_string(index=False)]
+
+
 def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, data: str | None = None) -> str:
     definition_a, definition_b = experiments.read_definition(a), experiments.read_definition(b)
     out = []
@@ -123,10 +159,15 @@ def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, da
         else:
             table = metrics_comparison(on_data, a, b)
             out.append(summarize.markdown_table(table) if markdown else table.to_string(index=False))
+            out.extend(paired_comparison(on_data, a, b, results_dir, markdown))
         out.append("")
     if names:
-        out.append("Cells: mean±std over trials (sample std) and the trial count. Welch's t-test: "
-                   f"two-sided, unequal variances; 'better' means p < {ALPHA}.")
+        out.append("Cells: mean±std over trials (sample std) and the trial count. Two tests, two questions. "
+                   "Welch's t-test (two-sided, unequal variances, on the trials' accuracies): would another "
+                   "trial of B score better than another trial of A? It sees the trial-to-trial spread. "
+                   "McNemar's exact test (on the test images that exactly one of the two gets right): do B's "
+                   "predictions beat A's on these very images? It sees the image-to-image spread of the "
+                   f"models at hand (each side's ensemble, or its one trial). 'better' means p < {ALPHA}.")
     out.extend(f"warning: {p}" for p in problems)
     return "\n".join(out) + "\n"
 

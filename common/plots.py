@@ -2,6 +2,7 @@
 
     results/plots/<data name>/test_accuracy.png
     results/plots/<data name>/curves/<experiment folder>.png
+    results/plots/<data name>/confusion/<experiment folder>.png   (from the trials' test predictions)
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from common import results  # noqa: E402
+from common import predictions, results  # noqa: E402
+from common.data import CLASS_NAMES  # noqa: E402
+from common.predictions import Ensemble  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -85,21 +88,66 @@ def learning_curves(title: str, histories: list[pd.DataFrame], best_epochs: list
     return _save(fig, path)
 
 
-def write_all(results_dir: Path, trials: pd.DataFrame, reference: pd.DataFrame) -> dict[str, list[Path]]:
-    """Every plot of the summary, per data copy; returns {data name: [test accuracy plot, curves...]}."""
+def confusion(ensemble: Ensemble, title: str, path: Path, test_images: np.ndarray | None = None,
+              wrong_shown: int = 16) -> Path:
+    """The confusion matrix of the test predictions (rows: true class, in % of the class), and where
+    the test images are at hand, the images the model gets wrong with the highest confidence."""
+    counts = predictions.confusion_matrix(ensemble.predicted, ensemble.labels)
+    share = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    with_images = test_images is not None
+    fig = plt.figure(figsize=(13.5 if with_images else 7, 6.2))
+    ax = fig.add_axes([0.14, 0.2, 0.4 if with_images else 0.8, 0.7])
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
+    for i in range(len(CLASS_NAMES)):
+        for j in range(len(CLASS_NAMES)):
+            if counts[i, j]:
+                ax.text(j, i, f"{share[i, j]:.0f}" if share[i, j] >= 1 else f"{share[i, j]:.1f}", ha="center",
+                        va="center", fontsize=7, color="white" if share[i, j] > 60 else "black")
+    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"% of each true class; test accuracy {ensemble.accuracy:.4f}", fontsize=9)
+    if with_images:
+        wrong = np.flatnonzero(~ensemble.correct)
+        confidence = ensemble.probabilities[wrong, ensemble.predicted[wrong]]
+        shown = wrong[np.argsort(-confidence, kind="stable")][:wrong_shown]
+        columns = 4
+        for k, index in enumerate(shown):
+            cell = fig.add_axes([0.6 + (k % columns) * 0.1, 0.72 - (k // columns) * 0.19, 0.085, 0.15])
+            cell.imshow(test_images[index].squeeze(), cmap="gray_r", vmin=0, vmax=1)
+            cell.set_title(f"{CLASS_NAMES[ensemble.labels[index]].split('/')[0]} → "
+                           f"{CLASS_NAMES[ensemble.predicted[index]].split('/')[0]}\n"
+                           f"p={ensemble.probabilities[index, ensemble.predicted[index]]:.2f}, #{index}", fontsize=7)
+            cell.axis("off")
+        fig.text(0.77, 0.93, "most confidently wrong test images (true → predicted)", ha="center", fontsize=9)
+    what = f"ensemble of {ensemble.trials} trials" if ensemble.trials > 1 else "one trial"
+    fig.suptitle(f"{title}: test predictions ({what})", fontsize=10)
+    return _save(fig, path)
+
+
+def write_all(results_dir: Path, trials: pd.DataFrame, reference: pd.DataFrame,
+              test_images: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, list[Path]]]:
+    """Every plot of the summary, per data copy: {data name: {"accuracy": [...], "curves": [...],
+    "confusion": [...]}}. `test_images` (by data name) adds the wrongly predicted images."""
     written = {}
     for data, on_data in trials.groupby("data", sort=True) if not trials.empty else []:
         plot_dir = results_dir / results.PLOTS_SUBDIR / data
-        files = [test_accuracy(on_data, reference, plot_dir / "test_accuracy.png", data)]
+        files = {"accuracy": [test_accuracy(on_data, reference, plot_dir / "test_accuracy.png", data)],
+                 "curves": [], "confusion": []}
         for folder, group in on_data.groupby("folder", sort=True):
-            histories = []
-            for metrics_path in sorted(set(group.path)):
-                history_path = results_dir / Path(metrics_path).with_name(results.HISTORY_FILE)
-                if history_path.exists():
-                    histories.append(pd.read_csv(history_path))
+            paths = sorted(set(group.path))
+            histories = [pd.read_csv(results_dir / Path(p).with_name(results.HISTORY_FILE)) for p in paths
+                         if (results_dir / Path(p).with_name(results.HISTORY_FILE)).exists()]
             best_epochs = group.drop_duplicates("path").best_epoch.tolist()
             if histories:
-                files.append(learning_curves(f"{folder} on {data}", histories, best_epochs,
-                                             plot_dir / "curves" / f"{folder}.png"))
+                files["curves"].append(learning_curves(f"{folder} on {data}", histories, best_epochs,
+                                                       plot_dir / "curves" / f"{folder}.png"))
+            combined = predictions.ensemble(predictions.load(results_dir, paths))
+            if combined is not None:
+                images = (test_images or {}).get(data)
+                files["confusion"].append(confusion(
+                    combined, f"{folder} on {data}", plot_dir / "confusion" / f"{folder}.png",
+                    images if images is not None and len(images) == len(combined.labels) else None))
         written[data] = files
     return written

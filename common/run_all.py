@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke:
         repo_results = args.results_dir == results.DEFAULT_RESULTS_DIR.resolve()
         readme = results.REPO_ROOT / "README.md" if repo_results and not args.no_readme else None
-        summarize.summarize(args.results_dir, readme)
+        summarize.summarize(args.results_dir, readme, data_dir=args.data_dir)
     if not completed:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

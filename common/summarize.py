@@ -18,10 +18,11 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from common import experiments, plots, results, stats
-from common.data import data_name
+from common import data as fmnist
+from common import experiments, plots, predictions, results, stats
 
 SPLITS = ("train", "valid", "test")
 REFERENCE_CSV = results.REPO_ROOT / "reference" / "original_log_results.csv"
@@ -35,7 +36,7 @@ def _trial_rows(path: Path, record: dict) -> list[dict]:
     """One row per split; raises KeyError/TypeError/ValueError when the record is incomplete."""
     data = record["provenance"]["data"]
     common = {
-        "data": str(data.get("name") or data_name(data["fingerprint"])),
+        "data": str(data.get("name") or fmnist.data_name(data["fingerprint"])),
         "experiment": str(record["experiment"]), "folder": str(record["folder"]),
         "base": record.get("base"), "explanation": record.get("explanation", ""),
         "trial": int(record["trial"]), "seed": record.get("seed"),
@@ -92,8 +93,8 @@ def _split_order(column: pd.Series) -> pd.Series:
 GROUP = ["data", "experiment", "folder", "split"]
 
 
-def summarize_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """summary.csv: one row per data copy, experiment and split."""
+def summarize_trials(trials: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+    """summary.csv: one row per data copy, experiment and split; the test rows add the ensemble."""
     table = stats.aggregate(trials, GROUP)
     extra = trials.groupby(GROUP, sort=False).agg(
         epochs_max=("epochs_max", "max"), epochs_capped=("epochs_capped", "any"),
@@ -103,7 +104,15 @@ def summarize_trials(trials: pd.DataFrame) -> pd.DataFrame:
         base=("base", "first"), explanation=("explanation", "first"),
         data_fingerprint=("data_fingerprint", "first"), data_description=("data_description", "first")
     ).reset_index()
-    return table.merge(extra, on=GROUP)
+    table = table.merge(extra, on=GROUP)
+    ensembles = []
+    for (data, folder), group in trials[trials.split == "test"].groupby(["data", "folder"]):
+        combined = predictions.ensemble(predictions.load(results_dir, sorted(set(group.path))))
+        if combined is not None:
+            ensembles.append({"data": data, "folder": folder, "split": "test",
+                              "ensemble_trials": combined.trials, "ensemble_acc": combined.accuracy})
+    columns = ["data", "folder", "split", "ensemble_trials", "ensemble_acc"]
+    return table.merge(pd.DataFrame(ensembles, columns=columns), on=["data", "folder", "split"], how="left")
 
 
 def load_reference(path: Path = REFERENCE_CSV) -> pd.DataFrame:
@@ -137,6 +146,14 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _ensemble_cell(rows: pd.DataFrame) -> str:
+    """The test accuracy of the trials' averaged probabilities, and how many trials it averages."""
+    test = rows[rows.split == "test"].iloc[0]
+    if pd.isna(test.ensemble_trials) or test.ensemble_trials < 2:
+        return "–"
+    return f"{test.ensemble_acc:.4f} ({int(test.ensemble_trials)})"
+
+
 def _device_cell(devices: str) -> str:
     return "CPU and GPU trials" if "/" in devices else devices
 
@@ -154,6 +171,7 @@ def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
         rows.append({
             "No.": first.experiment, "Trials": trials_cell, "Epochs run": _epochs_cell(first),
             "loss (tr, vd, tt)": _cells(group, "loss"), "acc. (tr, vd, tt)": _cells(group, "accuracy"),
+            "Ensemble acc. (tt)": _ensemble_cell(group),
             "Original log: acc. (tr, vd, tt)": _cells(ref, "accuracy") if not ref.empty else "–",
             "Base": first.base if isinstance(first.base, str) else "None",
             "Explanation": first.explanation, "Hardware": _device_cell(first.device)})
@@ -170,7 +188,9 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
             f"Data `{name}`: {first.data_description} (sha256 {first.data_fingerprint[:16]}…).",
             results_table(group, reference),
             "Each cell: train, valid and test, as `mean±std, min–max` over the trials (std: sample "
-            "standard deviation, ddof=1); a single trial shows its value alone. The *Original log* "
+            "standard deviation, ddof=1); a single trial shows its value alone. *Ensemble*: the test "
+            "accuracy of the trials' averaged class probabilities (how many trials), where two or more "
+            "kept their predictions. The *Original log* "
             "column is the log's own figure on the official data, for reference; it was not produced "
             "by this repository (see reference/).",
             *([plot_links[name]] if plot_links.get(name) else [])]
@@ -186,17 +206,23 @@ def reference_table(reference: pd.DataFrame) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
-def plot_links(written: dict[str, list[Path]], readme: Path) -> dict[str, str]:
+def plot_links(written: dict[str, dict[str, list[Path]]], readme: Path) -> dict[str, str]:
     """Markdown for each data's plots, with paths relative to the README."""
     def relative(path: Path) -> str:
         return Path(os.path.relpath(path, readme.parent)).as_posix()
 
+    def links_to(paths: list[Path]) -> str:
+        return " · ".join(f"[{p.stem.split('_')[0]}]({relative(p)})" for p in paths)
+
     links = {}
-    for name, paths in written.items():
-        accuracy, *curves = paths
-        links[name] = (f"![Test accuracy per experiment on {name}]({relative(accuracy)})\n\n"
-                       f"Learning curves on `{name}` (mean over trials, min–max band): "
-                       + " · ".join(f"[{p.stem.split('_')[0]}]({relative(p)})" for p in curves))
+    for name, files in written.items():
+        text = f"![Test accuracy per experiment on {name}]({relative(files['accuracy'][0])})"
+        if files["curves"]:
+            text += f"\n\nLearning curves on `{name}` (mean over trials, min–max band): {links_to(files['curves'])}"
+        if files["confusion"]:
+            text += (f"\n\nConfusion matrices on `{name}` (ensemble of the trials; with the most confidently "
+                     f"wrong test images where the data was at hand): {links_to(files['confusion'])}")
+        links[name] = text
     return links
 
 
@@ -222,16 +248,31 @@ def update_readme(readme: Path, section: str) -> None:
 
 # ---------------------------------------------------------------- command line
 
-def summarize(results_dir: Path, readme: Path | None, log=print) -> int:
+def test_images(data_dir: str | None, log=print) -> dict[str, np.ndarray]:
+    """{data name: test images} of the local copy in --data-dir or $FASHION_MNIST_DIR, if there is one.
+
+    Only for the plots of wrongly predicted images; the summary never downloads data.
+    """
+    if fmnist.resolve_data_dir(data_dir) is None:
+        return {}
+    try:
+        arrays, copy = fmnist.open_copy(data_dir)
+    except fmnist.DataError as e:
+        log(f"warning: {e}; plots without the test images")
+        return {}
+    return {copy.name: arrays["test_images"].astype(np.float32) / 255.0}
+
+
+def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str | None = None) -> int:
     trials, problems = collect_trials(results_dir)
     for problem in problems:
         log(f"warning: {problem}")
-    summary = summarize_trials(trials) if not trials.empty else pd.DataFrame()
+    summary = summarize_trials(trials, results_dir) if not trials.empty else pd.DataFrame()
     results_dir.mkdir(parents=True, exist_ok=True)
     results.atomic_write_text(results_dir / "trials.csv", trials.to_csv(index=False))
     results.atomic_write_text(results_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     reference = load_reference()
-    written = plots.write_all(results_dir, trials, reference)
+    written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {})
     if readme is not None:
         update_readme(readme, readme_section(summary, reference, plot_links(written, readme)))
     n_experiments = summary["folder"].nunique() if not summary.empty else 0
@@ -249,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=results.REPO_ROOT / "README.md",
                         help="README whose results table is regenerated (default: %(default)s)")
     parser.add_argument("--no-readme", action="store_true", help="write the CSV files only")
+    parser.add_argument("--data-dir", help=f"a local copy of the data (default: ${fmnist.ENV_VAR}): the confusion "
+                        "plots then show the most confidently wrong test images of that copy")
     args = parser.parse_args(argv)
-    return summarize(args.results_dir, None if args.no_readme else args.readme)
+    return summarize(args.results_dir, None if args.no_readme else args.readme, data_dir=args.data_dir)
 
 
 if __name__ == "__main__":

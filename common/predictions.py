@@ -1,0 +1,83 @@
+"""What the trials' stored test-set predictions tell beyond their accuracy: the ensemble of an
+experiment's trials, accuracy per class, the confusion matrix, and the paired test of two experiments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from common import results
+from common.data import CLASS_NAMES
+
+NUM_CLASSES = len(CLASS_NAMES)
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The average of some trials' class probabilities on the test set (one trial: that trial)."""
+
+    probabilities: np.ndarray  # (n, 10)
+    predicted: np.ndarray  # (n,)
+    labels: np.ndarray  # (n,)
+    trials: int
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.labels
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+
+def load(results_dir: Path, metrics_paths: list[str]) -> list[results.Predictions]:
+    """The predictions of the given trials (paths of metrics.json relative to results_dir) that have them."""
+    found = []
+    for metrics_path in metrics_paths:
+        path = results_dir / Path(metrics_path).with_name(results.PREDICTIONS_FILE)
+        if path.exists():
+            found.append(results.read_predictions(path))
+    return found
+
+
+def ensemble(trials: list[results.Predictions]) -> Ensemble | None:
+    """Average the trials' probabilities; None without trials. All must be on the same test images."""
+    if not trials:
+        return None
+    labels = trials[0].labels
+    if any(len(t.labels) != len(labels) or not np.array_equal(t.labels, labels) for t in trials):
+        raise ValueError("the trials' predictions are not on the same test images (labels differ)")
+    if len(trials) == 1:  # one trial: its exact prediction, not the argmax of rounded probabilities
+        return Ensemble(trials[0].probabilities, trials[0].predicted, labels, 1)
+    mean = np.mean([t.probabilities for t in trials], axis=0)
+    return Ensemble(mean, mean.argmax(axis=1), labels, len(trials))
+
+
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """counts[true class, predicted class]."""
+    return np.bincount(labels * NUM_CLASSES + predicted, minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    counts = confusion_matrix(predicted, labels)
+    return np.diag(counts) / np.maximum(counts.sum(axis=1), 1)
+
+
+@dataclass(frozen=True)
+class McNemar:
+    only_a: int  # images A gets right and B wrong
+    only_b: int  # images B gets right and A wrong
+    p_value: float  # exact two-sided: the smaller count under Binomial(only_a + only_b, 1/2)
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
+    """McNemar's exact test on paired predictions of the same images: only discordant images count."""
+    only_a = int(np.sum(correct_a & ~correct_b))
+    only_b = int(np.sum(~correct_a & correct_b))
+    n = only_a + only_b
+    p = 1.0 if n == 0 else min(1.0, 2 * float(scipy_stats.binom.cdf(min(only_a, only_b), n, 0.5)))
+    return McNemar(only_a, only_b, p)
