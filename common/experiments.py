@@ -26,6 +26,17 @@ FOLDER_PATTERN = re.compile(r"^exp(\d{3})_[A-Za-z0-9_.-]+$")
 RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False, "test_time_flip": False}
 
 
+def config_difference(old: dict, new: dict) -> str:
+    """The keys two configs of one experiment differ in, "" when they are the same recipe.
+
+    The trial count is not part of the recipe; a record made before the runner knew a key ran with
+    that key's default.
+    """
+    old = {**{k: v for k, v in RUNNER_DEFAULTS.items() if k not in old}, **old}
+    keys = [k for k in sorted(set(old) | set(new)) if k != "trials" and old.get(k) != new.get(k)]
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
 class UnknownExperiment(LookupError):
     """A name that matches no experiment folder, or more than one; the message lists the candidates."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -12,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -91,6 +93,21 @@ def read_predictions(path: Path) -> Predictions:
                            predicted=stored["predicted"].astype(np.int64), labels=stored["labels"].astype(np.int64))
 
 
+@contextlib.contextmanager
+def trial_lock(directory: Path) -> Iterator[bool]:
+    """Yields False when another process holds this trial; the OS drops the lock if we die."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield True
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -149,7 +166,14 @@ def versions() -> dict[str, str]:
             "keras": keras.__version__, "numpy": numpy.__version__}
 
 
+# Set by run_all --ray for the trials it sends to workers, whose copy of the code has no .git: the
+# driver's account (git_state) of the code it sent.
+GIT_STATE_ENV_VAR = "FASHION_MNIST_GIT_STATE"
+
+
 def provenance(data: dict[str, Any], experiment_folder: str | None = None) -> dict[str, Any]:
     """`data` is what identifies the data (DataCopy.record()): name, fingerprint, kind of source."""
     code = ["common", "requirements.txt", f"{experiment_folder}/train.py"] if experiment_folder else None
-    return {"git": git_state(code), "versions": versions(), "hardware": hardware(), "data": data}
+    sent = os.environ.get(GIT_STATE_ENV_VAR)
+    git = json.loads(sent) if sent else git_state(code)
+    return {"git": git, "versions": versions(), "hardware": hardware(), "data": data}

@@ -4,6 +4,7 @@
     python -m common.run_all --only 'exp1*' exp007 --jobs 2
     python -m common.run_all --from exp105 --dry-run
     python -m common.run_all --only 'exp1*' --round-robin --jobs 2   # rows grow together
+    python -m common.run_all --ray auto --gpus-per-trial 0.25        # on a Ray cluster
 
 Each trial runs as its own `python expNNN_<slug>/train.py --trial I` process, so a crash, a NaN
 loss or a bad config stops that trial only: the others go on, the failures are reported at the
@@ -121,20 +122,52 @@ def _read_lines(process: subprocess.Popen, trial: Trial, lines: queue.Queue) -> 
     lines.put((trial, None))  # end of output
 
 
+class Progress:
+    """What run_all shows while trials run: a live bar on a terminal, else one plain line per event."""
+
+    def __init__(self, total: int):
+        self.total, self.started, self.ended = total, time.time(), 0
+        self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, disable=not sys.stderr.isatty(),
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}] {postfix}")
+
+    def counts(self) -> str:
+        elapsed = time.time() - self.started
+        left = elapsed / self.ended * (self.total - self.ended) if self.ended else float("nan")
+        return f"[{self.ended}/{self.total} trials, {_clock(elapsed)} elapsed, ~{_clock(left)} left]"
+
+    def start(self, trial: Trial, where: str = "") -> None:
+        trial.seconds = time.time()
+        self.bar.write(f"start {trial.name} of {trial.trials}{where}")
+
+    def running(self, trials) -> None:
+        self.bar.set_postfix_str("; ".join(f"{experiments.experiment_id(t.folder)} trial {t.index} epoch "
+                                           f"{t.last_line or '-'}" for t in trials), refresh=False)
+
+    def end(self, trial: Trial) -> None:
+        """Report a trial whose returncode (and error, if any) is set; its tail holds its last lines."""
+        trial.seconds = time.time() - trial.seconds
+        self.ended += 1
+        self.bar.update(1)
+        if trial.returncode == 0 and not trial.error:
+            done = next((l for l in reversed(trial.tail) if " done: " in l or "another process" in l), "")
+            self.bar.write(f"ok    {trial.name}: {done.split(' done: ')[-1] if done else 'nothing to do'} "
+                           f"{self.counts()}")
+        else:
+            if not trial.error:
+                errors = [l for l in trial.tail if l.startswith("error:") or "Error" in l]
+                trial.error = errors[-1] if errors else (trial.tail[-1] if trial.tail else "no output")
+            self.bar.write(f"FAIL  {trial.name} (exit {trial.returncode}): {trial.error} {self.counts()}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool:
-    """Run the trials, `args.jobs` at a time; returns False when interrupted."""
+    """Run the trials as local processes, `args.jobs` at a time; returns False when interrupted."""
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
     waiting, running = deque(todo), {}
     lines: queue.Queue = queue.Queue()
-    # On a terminal a live bar; in a log file (not a terminal) plain lines only, one per event.
-    bar = tqdm(total=len(todo), unit="trial", dynamic_ncols=True, disable=not sys.stderr.isatty(),
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}] {postfix}")
-    started, ended = time.time(), []
-
-    def progress() -> str:
-        finished, elapsed = len(ended), time.time() - started
-        left = elapsed / finished * (len(todo) - finished) if finished else float("nan")
-        return f"[{finished}/{len(todo)} trials, {_clock(elapsed)} elapsed, ~{_clock(left)} left]"
+    progress = Progress(len(todo))
     interrupted = False
     with open(log_path, "a") as log:
         log.write(f"\n=== run_all started {results.now_iso()}: {len(todo)} trial(s) ===\n")
@@ -142,12 +175,11 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
             while waiting or running:
                 while waiting and len(running) < args.jobs:
                     trial = waiting.popleft()
-                    trial.seconds = time.time()
                     process = subprocess.Popen(trial_command(trial, args, threads), stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True, bufsize=1)
                     running[trial] = process
                     threading.Thread(target=_read_lines, args=(process, trial, lines), daemon=True).start()
-                    bar.write(f"start {trial.name} of {trial.trials}")
+                    progress.start(trial)
                 try:
                     trial, line = lines.get(timeout=1.0)
                 except queue.Empty:
@@ -158,22 +190,10 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
                     epoch = EPOCH_LINE.search(line)
                     if epoch:
                         trial.last_line = f"{epoch[1]}/{epoch[2]}"
-                    bar.set_postfix_str("; ".join(f"{experiments.experiment_id(t.folder)} trial {t.index} epoch "
-                                                  f"{t.last_line or '-'}" for t in running), refresh=False)
+                    progress.running(running)
                     continue
-                process = running.pop(trial)
-                trial.returncode = process.wait()
-                trial.seconds = time.time() - trial.seconds
-                bar.update(1)
-                ended.append(trial)
-                if trial.returncode == 0:
-                    done = next((l for l in reversed(trial.tail) if " done: " in l or "another process" in l), "")
-                    bar.write(f"ok    {trial.name}: {done.split(' done: ')[-1] if done else 'nothing to do'} "
-                              f"{progress()}")
-                else:
-                    errors = [l for l in trial.tail if l.startswith("error:") or "Error" in l]
-                    trial.error = (errors[-1] if errors else (trial.tail[-1] if trial.tail else "no output"))
-                    bar.write(f"FAIL  {trial.name} (exit {trial.returncode}): {trial.error} {progress()}")
+                trial.returncode = running.pop(trial).wait()
+                progress.end(trial)
         except KeyboardInterrupt:
             interrupted = True
             for process in running.values():
@@ -182,7 +202,7 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
                 trial.returncode = process.wait()
                 trial.error = "interrupted"
         finally:
-            bar.close()
+            progress.close()
     return not interrupted
 
 
@@ -192,7 +212,7 @@ def report(trials: list[Trial], ran: list[Trial]) -> pd.DataFrame:
         mine = [t for t in trials if t.folder == folder]
         now = [t for t in ran if t.folder == folder]
         failed = [t for t in now if t.returncode not in (0, None) or t.error]
-        finished = sum(t.state == "done" for t in mine) + sum(t.returncode == 0 for t in now)
+        finished = sum(t.state == "done" for t in mine) + sum(t.returncode == 0 and not t.error for t in now)
         rows.append({"experiment": folder.name, "trials done": f"{finished}/{len(mine)}",
                      "ran now": len(now), "failed": len(failed),
                      "minutes": round(sum(t.seconds for t in now) / 60, 1),
@@ -218,11 +238,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="trial 0 of every experiment, then trial 1 of every one, and so on, so that "
                              "the rows grow together (default: all trials of one experiment, then the next)")
     parser.add_argument("--dry-run", action="store_true", help="list what would run and what is done")
+    ray_options = parser.add_argument_group("Ray", "run the trials as Ray tasks, here or on a cluster "
+                                            "(see common/ray_backend.py and the README)")
+    ray_options.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                             help="no address: a local Ray on this machine; 'auto' or ray://host:10001: "
+                                  "an existing cluster")
+    ray_options.add_argument("--cpus-per-trial", type=float, default=1.0,
+                             help="CPUs Ray reserves per trial, and its TensorFlow threads (default: 1)")
+    ray_options.add_argument("--gpus-per-trial", type=float, default=0.0,
+                             help="GPUs per trial; fractions share a GPU: 0.25 runs four trials on one")
+    ray_options.add_argument("--retries", type=int, default=2,
+                             help="times a trial whose worker died is run again (default: 2)")
     parser.add_argument("--no-readme", action="store_true",
                         help="do not rewrite README.md (default: rewritten only for the repo's own results/)")
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.trials is not None and args.trials < 1) or (args.epochs is not None and args.epochs < 1):
         parser.error("--jobs, --trials and --epochs must be at least 1")
+    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0 or args.retries < 0:
+        parser.error("--cpus-per-trial must be positive, --gpus-per-trial and --retries not negative")
     args.results_dir = args.results_dir.expanduser().resolve()
     try:
         folders = experiments.select(args.only, args.start)
@@ -256,12 +289,23 @@ def main(argv: list[str] | None = None) -> int:
     print(counts.to_string())
     if args.dry_run:
         for t in todo:
-            command = trial_command(t, args, max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
-            print("would run: python", " ".join(command[2:]))
+            if args.ray:
+                from common import ray_backend
+
+                print("would run as a Ray task: python", " ".join(ray_backend.trial_command(
+                    t, args, max(1, int(args.cpus_per_trial)))))
+            else:
+                command = trial_command(t, args, max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
+                print("would run: python", " ".join(command[2:]))
         return EXIT_OK
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    completed = execute(todo, args, args.results_dir / LOG_NAME)
+    if args.ray:
+        from common import ray_backend
+
+        completed = ray_backend.execute(todo, args, copy, args.results_dir / LOG_NAME, Progress(len(todo)))
+    else:
+        completed = execute(todo, args, args.results_dir / LOG_NAME)
     table = report(trials, todo)
     print("\n" + table.to_string(index=False))
     if not args.smoke:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
-import fcntl
 import json
 import math
 import os
@@ -24,14 +22,14 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from common import augment, results
 from common import data as fmnist
-from common.experiments import RUNNER_DEFAULTS
+from common.experiments import RUNNER_DEFAULTS, config_difference
 
 # Config keys the runner itself reads; every other key is the experiment's own (build_model reads it).
 REQUIRED_KEYS = ("trials", "seed", "epochs", "patience", "batch_size")
@@ -164,21 +162,6 @@ def trial_seed(config: dict, trial: int) -> int:
 
 # ---------------------------------------------------------------- one trial
 
-@contextlib.contextmanager
-def trial_lock(directory: Path) -> Iterator[bool]:
-    """Yields False when another process holds this trial; the OS drops the lock if we die."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield True
-
-
 class Checkpoint:
     """Weights, optimizer and early-stopping state after the last finished epoch of one trial.
 
@@ -244,9 +227,9 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     for litter in directory.rglob(".*.tmp*"):  # temporary files of a process killed mid-write
         litter.unlink(missing_ok=True)
     state = checkpoint.load_state()
-    if state is not None and _config_difference(state.get("config", {}), config):
+    if state is not None and config_difference(state.get("config", {}), config):
         log(f"{label}: checkpoint was made with another config "
-            f"({_config_difference(state.get('config', {}), config)}); starting the trial afresh")
+            f"({config_difference(state.get('config', {}), config)}); starting the trial afresh")
         checkpoint.remove()
         state = None
     seed = state["seed"] if state else trial_seed(config, trial)
@@ -346,13 +329,6 @@ def evaluate(model, dataset: fmnist.FashionMNIST, config: dict) -> tuple[dict, n
 
 # ---------------------------------------------------------------- the experiment
 
-def _config_difference(old: dict, new: dict) -> str:
-    # A record made before the runner knew a key ran with that key's default.
-    old = {**{k: v for k, v in RUNNER_DEFAULTS.items() if k not in old}, **old}
-    keys = [k for k in sorted(set(old) | set(new)) if k != "trials" and old.get(k) != new.get(k)]
-    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
-
-
 def _finished_record(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -411,7 +387,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
                     f"{copy.fingerprint[:16]}…) under the same name; move it away or give another "
                     f"--results-dir")
         if record is not None and not args.force:
-            difference = _config_difference(record.get("config", {}), config)
+            difference = config_difference(record.get("config", {}), config)
             if difference:
                 raise UsageError(
                     f"{directory} was run with another config ({difference}); rerun with --force to "
@@ -431,7 +407,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
     log(f"device: {provenance['hardware']['device']}, {provenance['hardware']['threads']} thread(s)")
     skipped = 0
     for trial, directory in pending:
-        with trial_lock(directory) as acquired:
+        with results.trial_lock(directory) as acquired:
             if not acquired:
                 log(f"{folder} trial {trial}: another process is running it; skipped")
                 skipped += 1

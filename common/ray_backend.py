@@ -1,0 +1,160 @@
+"""run_all on Ray: every pending trial as one Ray task, on this machine or on a cluster.
+
+    python -m common.run_all --ray                          # a local Ray on this machine
+    python -m common.run_all --ray auto --gpus-per-trial 0.25   # the cluster this machine belongs to
+
+The driver (the machine running run_all) owns the results directory; workers need no shared
+filesystem. A task runs the trial's train.py as a fresh process in a scratch folder of its worker
+(so TensorFlow's GPU memory is freed when the trial ends), then sends the trial's files back; the
+driver checks that the trial ran on the data it expects and with the recipe of the trials already
+there, and writes the files atomically into results/<data name>/<experiment>/trial_<i>/, metrics.json
+last. A worker that dies mid-trial (killed, out of memory, a lost node) has its trial retried
+from the start, `--retries` times (default 2); a trial that keeps failing, or whose train.py exits
+with an error, is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
+
+from common import experiments, results
+
+# What a task sends back: the trial's result files (small: about 30 KB together).
+TRIAL_FILES = (results.HISTORY_FILE, results.PREDICTIONS_FILE, results.METRICS_FILE)
+# The code the workers receive (Ray's working_dir); results and environments stay on the driver.
+EXCLUDES = [".git", ".venv*", "results", "**/__pycache__", ".pytest_cache", "*.png"]
+
+
+def _die_with_parent() -> None:
+    """In the trial's process: end when the Ray worker that started it dies (Linux)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_trial_task(command: list[str], folder: str, index: int, git: dict) -> dict:
+    """On a worker: run one trial in a scratch folder and return its files and its output."""
+    with tempfile.TemporaryDirectory(prefix="fmnist-trial-") as scratch:
+        process = subprocess.run([sys.executable, "-u", *command, "--results-dir", scratch],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env={**os.environ, results.GIT_STATE_ENV_VAR: json.dumps(git)},
+                                 preexec_fn=_die_with_parent)
+        found = sorted(Path(scratch).rglob(f"{folder}/trial_{index}/{results.METRICS_FILE}"))
+        files = ({name: (found[0].parent / name).read_bytes() for name in TRIAL_FILES
+                  if (found[0].parent / name).exists()} if process.returncode == 0 and found else {})
+    return {"returncode": process.returncode, "output": process.stdout, "files": files,
+            "node": os.uname().nodename, "scratch": str(found[0].parent) if found else ""}
+
+
+def trial_command(trial, args: argparse.Namespace, threads: int) -> list[str]:
+    """The train.py command line a worker runs, relative to the code it received (no results dir:
+    the worker adds its own scratch folder)."""
+    command = [f"{trial.folder.name}/train.py", "--trial", str(trial.index), "--threads", str(threads)]
+    if args.trials:
+        command += ["--trials", str(args.trials)]
+    if args.epochs:
+        command += ["--epochs", str(args.epochs)]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    if args.smoke:
+        command.append("--smoke")
+    return command
+
+
+def accept(trial, reply: dict, copy, results_dir: Path, smoke: bool, force: bool) -> str:
+    """Write a finished trial's files into the results directory; returns "" or why it was refused."""
+    record = json.loads(reply["files"][results.METRICS_FILE])
+    ran_on = record["provenance"]["data"]["fingerprint"]
+    if ran_on != copy.fingerprint:
+        return (f"refused: the trial ran on other data (sha256 {ran_on[:16]}…, expected {copy.name}, "
+                f"{copy.fingerprint[:16]}…); give --data-dir a path that holds the same copy on every node")
+    directory = results.trial_dir(results_dir, copy.name, trial.folder.name, trial.index, smoke)
+    if not force:  # the same rule as train.py: one recipe per experiment and data
+        for other in sorted(directory.parent.glob(f"trial_*/{results.METRICS_FILE}")):
+            difference = experiments.config_difference(json.loads(other.read_text()).get("config", {}),
+                                                        record["config"])
+            if difference:
+                return (f"refused: {other.parent} was run with another config ({difference}); rerun with "
+                        f"--force to replace such trials, or give another --results-dir")
+    for name in TRIAL_FILES:  # metrics.json last: the trial counts as finished once it is there
+        if name in reply["files"]:
+            results.atomic_write_bytes(directory / name, reply["files"][name])
+    shutil.rmtree(directory / "checkpoint", ignore_errors=True)  # a local run's leftover, now superseded
+    return ""
+
+
+def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress) -> bool:
+    """Run the trials as Ray tasks; returns False when interrupted. Fills each trial's outcome."""
+    import ray
+
+    address = None if args.ray == "local" else args.ray
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+             runtime_env={"working_dir": str(results.REPO_ROOT), "excludes": EXCLUDES})
+    threads = max(1, int(args.cpus_per_trial))
+    # The trial runs in a process of its own under the task (so TensorFlow, and its GPU memory, end
+    # with the trial); the Ray worker itself never starts TensorFlow, so Ray may reuse it.
+    remote = ray.remote(run_trial_task).options(
+        num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial, max_retries=args.retries,
+        retry_exceptions=False)
+    in_flight, interrupted = {}, False
+    waiting = deque(todo)
+    with open(log_path, "a") as log, contextlib.ExitStack() as locks:
+        log.write(f"\n=== run_all --ray started {results.now_iso()}: {len(todo)} trial(s), "
+                  f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs ===\n")
+        try:
+            while waiting:  # submit everything; Ray runs what the resources allow
+                trial = waiting.popleft()
+                directory = results.trial_dir(args.results_dir, copy.name, trial.folder.name, trial.index, args.smoke)
+                progress.start(trial, " (Ray task)")
+                if not locks.enter_context(results.trial_lock(directory)):  # held until the trial is written
+                    trial.returncode = 0
+                    trial.tail.append(f"{trial.name}: another process is running it; skipped")
+                    progress.end(trial)
+                    continue
+                code = results.git_state(["common", "requirements.txt", f"{trial.folder.name}/train.py"])
+                in_flight[remote.remote(trial_command(trial, args, threads), trial.folder.name, trial.index,
+                                        code)] = trial
+            while in_flight:
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    trial = in_flight.pop(ref)
+                    try:
+                        reply = ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 - a worker that kept dying, a lost node...
+                        trial.returncode, trial.error = 1, f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                    else:
+                        directory = results.trial_dir(args.results_dir, copy.name, trial.folder.name,
+                                                      trial.index, args.smoke)
+                        output = reply["output"].replace(reply["scratch"], str(directory)) if reply["scratch"] \
+                            else reply["output"]  # name the trial's place in the results, not the scratch folder
+                        trial.tail.extend(output.splitlines()[-15:])
+                        log.write("".join(f"[{trial.name} on {reply['node']}] {line}\n"
+                                          for line in output.splitlines()))
+                        trial.returncode = reply["returncode"]
+                        if trial.returncode == 0 and reply["files"]:
+                            trial.error = accept(trial, reply, copy, args.results_dir, args.smoke, args.force)
+                        elif trial.returncode == 0:
+                            trial.error = "the trial wrote no result files"
+                    progress.end(trial)
+                    log.flush()
+        except KeyboardInterrupt:
+            interrupted = True
+            for ref, trial in in_flight.items():
+                ray.cancel(ref, force=True)
+                trial.error = "interrupted"
+        finally:
+            progress.close()
+            ray.shutdown()
+    return not interrupted

@@ -1,0 +1,93 @@
+"""run_all on a local Ray (two CPUs here): same metrics as without Ray, failures reported, dead workers retried."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, run_script
+
+pytest.importorskip("ray")
+
+
+def metrics_by_trial(results):
+    return {p.relative_to(results).as_posix(): json.loads(p.read_text())["metrics"]
+            for p in sorted(results.rglob("metrics.json"))}
+
+
+def test_ray_gives_the_same_metrics_as_plain_run_all_and_the_driver_writes_the_files(tiny_data, tmp_path):
+    from common import ray_backend
+
+    common = ["-m", "common.run_all", "--only", "exp001", "exp002", "--smoke", "--data-dir", str(tiny_data)]
+    plain = run_script(*common, "--jobs", "2", "--results-dir", str(tmp_path / "plain"), cwd=REPO)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    on_ray = run_script(*common, "--ray", "--cpus-per-trial", "1", "--results-dir", str(tmp_path / "ray"), cwd=REPO)
+    assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
+    assert "(Ray task)" in on_ray.stdout and "exp002_conv         1/1        1       0" in on_ray.stdout
+    ours, theirs = metrics_by_trial(tmp_path / "plain"), metrics_by_trial(tmp_path / "ray")
+    assert len(ours) == 2 and ours == theirs  # one thread per trial on both sides: the same numbers
+    # Workers train in their own scratch folders; only the driver writes into the results directory.
+    log = (tmp_path / "ray" / "run_all.log").read_text()
+    assert "/fmnist-trial-" not in on_ray.stdout and str(tmp_path / "ray") in on_ray.stdout
+    trial = next((tmp_path / "ray").rglob("exp002_conv/trial_0"))
+    assert sorted(p.name for p in trial.iterdir() if not p.name.startswith(".")) == [
+        "history.csv", "metrics.json", "predictions.npz"]
+    assert " on " in log  # each trial's output, with the node that ran it
+    record = json.loads((trial / "metrics.json").read_text())
+    assert record["provenance"]["git"]["commit"]  # the driver's account of the code the worker ran
+
+    class Args:
+        trials, epochs, data_dir, smoke = 2, None, "/data/on/the/workers", False
+    command = ray_backend.trial_command(type("T", (), {"folder": REPO / "exp002_conv", "index": 1})(), Args, 1)
+    assert command == ["exp002_conv/train.py", "--trial", "1", "--threads", "1", "--trials", "2",
+                       "--data-dir", "/data/on/the/workers"]  # no results directory: the worker picks a scratch one
+
+
+def test_a_failing_trial_is_reported_and_the_others_finish(tiny_data, tmp_path):
+    results = tmp_path / "results"
+    # exp001 already has a trial with 1 epoch: a trial with 3 epochs may not join it, Ray or not.
+    assert run_script(str(REPO / "exp001_simple_dense" / "train.py"), "--data-dir", str(tiny_data),
+                      "--results-dir", str(results), "--epochs", "1").returncode == 0
+    before = metrics_by_trial(results)
+    done = run_script("-m", "common.run_all", "--ray", "--only", "exp001", "exp002", "--trials", "2", "--epochs", "3",
+                      "--data-dir", str(tiny_data), "--results-dir", str(results), cwd=REPO)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL  exp001_simple_dense trial 1" in done.stdout and "another config (epochs 1 -> 3)" in done.stdout
+    after = metrics_by_trial(results)
+    assert {k: v for k, v in after.items() if k in before} == before  # the old trial untouched
+    assert sum("exp002_conv" in k for k in after) == 2 and not any("exp001_simple_dense/trial_1" in k for k in after)
+
+
+def test_a_worker_killed_mid_trial_is_retried(tiny_data, tmp_path):
+    command = [sys.executable, "-m", "common.run_all", "--ray", "--only", "exp001", "--epochs", "25", "--trials", "1",
+               "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "results")]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = None
+    deadline = time.time() + 90
+    while killed is None and time.time() < deadline and driver.poll() is None:
+        for pid in os.listdir("/proc"):
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                if any(b"/fmnist-trial-" in part for part in cmdline) and b"exp001_simple_dense/train.py" in cmdline[2]:
+                    time.sleep(3)  # let it train a little
+                    worker = int(open(f"/proc/{pid}/stat").read().split(")")[1].split()[1])  # its parent
+                    os.kill(worker, signal.SIGKILL)  # the Ray worker dies; the trial's process dies with it
+                    killed = worker
+                    break
+            except (OSError, IndexError):
+                continue
+        time.sleep(0.2)
+    out = driver.communicate(timeout=240)[0]
+    assert killed, out
+    assert driver.returncode == 0, out
+    assert "ok    exp001_simple_dense trial 0" in out
+    plain = run_script(str(REPO / "exp001_simple_dense" / "train.py"), "--data-dir", str(tiny_data), "--epochs", "25",
+                       "--threads", "1", "--results-dir", str(tmp_path / "plain"))
+    assert plain.returncode == 0
+    assert metrics_by_trial(tmp_path / "results") == metrics_by_trial(tmp_path / "plain")  # restarted, same numbers
