@@ -243,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     ray_options.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                              help="no address: a local Ray on this machine; 'auto' or ray://host:10001: "
                                   "an existing cluster")
-    ray_options.add_argument("--cpus-per-trial", type=float, default=1.0,
-                             help="CPUs Ray reserves per trial, and its TensorFlow threads (default: 1)")
+    ray_options.add_argument("--cpus-per-trial", type=float,
+                             help="CPUs Ray reserves per trial, and its TensorFlow threads (default: as "
+                                  "--jobs gives them without Ray: this machine's cores / jobs)")
     ray_options.add_argument("--gpus-per-trial", type=float, default=0.0,
                              help="GPUs per trial; fractions share a GPU: 0.25 runs four trials on one")
     ray_options.add_argument("--retries", type=int, default=2,
@@ -254,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.trials is not None and args.trials < 1) or (args.epochs is not None and args.epochs < 1):
         parser.error("--jobs, --trials and --epochs must be at least 1")
+    if args.cpus_per_trial is None:  # the threads plain run_all gives a trial: the same numbers
+        args.cpus_per_trial = float(max(1, (os.cpu_count() or 1) // args.jobs))
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0 or args.retries < 0:
         parser.error("--cpus-per-trial must be positive, --gpus-per-trial and --retries not negative")
     args.results_dir = args.results_dir.expanduser().resolve()
