@@ -1,4 +1,5 @@
-"""Batch augmentation for the training pipeline: zoom, random erasing, mixup (applied in that order).
+"""Batch augmentation for the training pipeline: zoom, random crop, horizontal flip, random erasing,
+mixup (applied in that order).
 
 An experiment turns each op on with its own CONFIG keys:
 
@@ -6,6 +7,9 @@ An experiment turns each op on with its own CONFIG keys:
                                  < 1 zooms in, > 1 zooms out; width and height drawn independently
     zoom_fill="nearest"          what fills outside the image: "nearest" (ImageDataGenerator's default)
                                  or "constant" (black)
+    crop_padding=2               pad the image with this many black pixels on each side, then crop a
+                                 28x28 window at a random offset (a random shift of up to 2 pixels)
+    flip_prob=0.5                probability that an image is mirrored left-right
     erase_prob=0.5               probability that an image gets one erased rectangle
     erase_area=(0.02, 0.4)       rectangle area as a fraction of the image (Zhong et al.'s s_l, s_h)
     erase_aspect=(0.3, 3.3)      rectangle height/width ratio (r_1, 1/r_1)
@@ -27,8 +31,9 @@ from typing import Callable
 from common.tensorflow_setup import tf  # TensorFlow, started without its start-up notices
 
 # Every augmentation key and its value when an experiment leaves it out: all ops off.
-DEFAULTS = {"zoom_range": None, "zoom_fill": "nearest", "erase_prob": 0.0, "erase_area": (0.02, 0.4),
-            "erase_aspect": (0.3, 1 / 0.3), "erase_value": (0.0, 1.0), "mixup_alpha": 0.0}
+DEFAULTS = {"zoom_range": None, "zoom_fill": "nearest", "crop_padding": 0, "flip_prob": 0.0,
+            "erase_prob": 0.0, "erase_area": (0.02, 0.4), "erase_aspect": (0.3, 1 / 0.3),
+            "erase_value": (0.0, 1.0), "mixup_alpha": 0.0}
 ERASE_TRIES = 10  # candidate rectangles per image; the first that fits is used, as in the paper's loop
 
 Augment = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
@@ -67,6 +72,32 @@ def _interpolation_matrices(factors: tf.Tensor, size: int, fill: str) -> tf.Tens
         source = tf.clip_by_value(source, 0.0, size - 1.0)
     # Input pixel j weighs max(0, 1 - |source - j|); beyond the edge nothing weighs: fill 0 ("constant").
     return tf.nn.relu(1.0 - tf.abs(source[:, :, None] - positions[None, None, :]))
+
+
+def random_crop(images: tf.Tensor, seed: tf.Tensor, padding: int) -> tf.Tensor:
+    """Pad with `padding` black pixels per side and crop back at a random offset, per image: a shift by
+    (dy, dx) in [-padding, padding], what moves out is lost and what moves in is black. Like zoom, two
+    batched matmuls with shift matrices instead of a gather per image."""
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    shifts = tf.random.stateless_uniform([batch, 2], seed, -padding, padding + 1, dtype=tf.int32)
+    rows = _shift_matrices(shifts[:, 0], height)
+    cols = _shift_matrices(shifts[:, 1], width)
+    channels_first = tf.transpose(images, [0, 3, 1, 2])
+    shifted = tf.matmul(tf.matmul(rows[:, None], channels_first), cols[:, None], transpose_b=True)
+    return tf.transpose(shifted, [0, 2, 3, 1])
+
+
+def _shift_matrices(shifts: tf.Tensor, size: int) -> tf.Tensor:
+    """M with (M @ v)[i] = v[i - shift] where that index exists, else 0."""
+    positions = tf.range(size)
+    source = positions[None, :] - shifts[:, None]  # (batch, size)
+    return tf.cast(tf.equal(source[:, :, None], positions[None, None, :]), tf.float32)
+
+
+def flip(images: tf.Tensor, seed: tf.Tensor, prob: float) -> tf.Tensor:
+    """Mirror each image left-right with probability prob."""
+    mirrored = tf.random.stateless_uniform([tf.shape(images)[0]], seed) < prob
+    return tf.where(mirrored[:, None, None, None], tf.reverse(images, axis=[2]), images)
 
 
 def random_erase(images: tf.Tensor, seed: tf.Tensor, prob: float, area, aspect, value) -> tf.Tensor:
@@ -128,6 +159,10 @@ def check_config(config: dict) -> None:
                              f"e.g. (0.9, 1.1)")
         if s["zoom_fill"] not in ("nearest", "constant"):
             raise ValueError(f"zoom_fill {s['zoom_fill']!r} must be 'nearest' or 'constant'")
+    if not (isinstance(s["crop_padding"], int) and 0 <= s["crop_padding"] < 14):
+        raise ValueError(f"crop_padding {s['crop_padding']!r} must be a whole number of pixels from 0 (off) to 13")
+    if not 0 <= s["flip_prob"] <= 1:
+        raise ValueError(f"flip_prob {s['flip_prob']} must lie in [0, 1]")
     if s["erase_prob"]:
         if not 0 <= s["erase_prob"] <= 1:
             raise ValueError(f"erase_prob {s['erase_prob']} must lie in [0, 1]")
@@ -151,13 +186,20 @@ def augmenter(config: dict) -> Augment | None:
     """The batch augmentation an experiment's config asks for, or None when it asks for none."""
     check_config(config)
     s = settings(config)
-    if s["zoom_range"] is None and not s["erase_prob"] and not s["mixup_alpha"]:
+    if (s["zoom_range"] is None and not s["crop_padding"] and not s["flip_prob"] and not s["erase_prob"]
+            and not s["mixup_alpha"]):
         return None
 
     def augment(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        s_zoom, s_erase, s_mix = _seeds(seed, 3)
+        # Seeds 3 and 4 came later; a split's first seeds do not depend on how many are drawn, so
+        # the zoom, erasing and mixup of earlier experiments draw exactly what they drew before.
+        s_zoom, s_erase, s_mix, s_crop, s_flip = _seeds(seed, 5)
         if s["zoom_range"] is not None:
             images = zoom(images, s_zoom, s["zoom_range"], s["zoom_fill"])
+        if s["crop_padding"]:
+            images = random_crop(images, s_crop, s["crop_padding"])
+        if s["flip_prob"]:
+            images = flip(images, s_flip, s["flip_prob"])
         if s["erase_prob"]:
             images = random_erase(images, s_erase, s["erase_prob"], s["erase_area"], s["erase_aspect"],
                                   s["erase_value"])

@@ -22,6 +22,51 @@ def extent(mask: np.ndarray, axis: int) -> int:
     return int(mask.any(axis=axis).sum())
 
 
+# ---------------------------------------------------------------- crop and flip
+
+def test_random_crop_shifts_by_at_most_the_padding_and_fills_black():
+    images = square_images(64, side=6)
+    out = augment.random_crop(tf.constant(images), SEED, 2).numpy()
+    assert out.shape == images.shape and set(np.unique(out)) <= {0.0, 1.0}
+    shifts = set()
+    for shifted in out[..., 0]:
+        rows, cols = np.nonzero(shifted)
+        assert len(rows) == 36  # the 6x6 square moves whole: 11 + 6 + 2 < 28, nothing is cut
+        shifts.add((rows.min() - 11, cols.min() - 11))
+    assert shifts <= {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+    assert len(shifts) > 15  # most of the 25 shifts occur in 64 images
+
+
+def test_random_crop_cuts_what_moves_out():
+    images = np.zeros((32, 28, 28, 1), np.float32)
+    images[:, :, 0] = 1.0  # the left column
+    out = augment.random_crop(tf.constant(images), SEED, 3).numpy()
+    kept = out[..., 0].sum(axis=(1, 2))
+    assert set(kept) <= {0.0, 25.0, 26.0, 27.0, 28.0}  # shifted left: gone; else cut by up to 3 rows
+    assert (kept == 0).any() and (kept > 0).any()
+
+
+def test_flip_mirrors_about_half_the_images():
+    images = np.zeros((400, 28, 28, 1), np.float32)
+    images[:, :, :5] = 1.0  # a band on the left
+    out = augment.flip(tf.constant(images), SEED, 0.5).numpy()
+    mirrored = out[:, 0, -1, 0] == 1.0
+    np.testing.assert_array_equal(out[mirrored], images[mirrored][:, :, ::-1])
+    np.testing.assert_array_equal(out[~mirrored], images[~mirrored])
+    assert 0.4 < mirrored.mean() < 0.6
+
+
+def test_new_ops_leave_the_older_ops_draws_unchanged():
+    """Turning crop and flip on must not change what zoom, erasing and mixup draw (old results stand)."""
+    images = tf.constant(np.random.default_rng(1).random((8, 28, 28, 1), dtype=np.float32))
+    labels = tf.one_hot(tf.range(8) % 10, 10)
+    base = {"zoom_range": (0.8, 1.2), "one_hot": True, "mixup_alpha": 0.2}
+    a = augment.augmenter(base)(images, labels, SEED)
+    b = augment.augmenter({**base, "flip_prob": 1e-9})(images, labels, SEED)  # flip on, but flips nothing
+    np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+    np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+
+
 # ---------------------------------------------------------------- zoom
 
 def test_zoom_keeps_shape_dtype_and_range():
@@ -178,6 +223,9 @@ def test_without_augmentation_training_batches_are_a_shuffle_of_the_data():
     ({"erase_prob": 1.5}, "erase_prob"),
     ({"erase_prob": 0.5, "erase_area": (0.5, 0.1)}, "erase_area"),
     ({"mixup_alpha": 0.2}, "one_hot=True"),
+    ({"crop_padding": 2.5}, "crop_padding"),
+    ({"crop_padding": -1}, "crop_padding"),
+    ({"flip_prob": 2}, "flip_prob"),
 ])
 def test_bad_settings_are_named(config, message):
     with pytest.raises(ValueError, match=message):

@@ -17,6 +17,7 @@ IDS = [experiments.experiment_id(f) for f in FOLDERS]
 
 def test_catalogue_so_far():
     assert {"exp001", "exp002", "exp003", "exp004", "exp005", "exp006", "exp007", "exp008"} <= set(IDS)
+    assert {f"exp1{i:02d}" for i in range(1, 15)} <= set(IDS) and {f"exp20{i}" for i in range(1, 8)} <= set(IDS)
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
