@@ -248,10 +248,25 @@ def open_copy(data_dir: str | os.PathLike | None = None) -> tuple[dict[str, np.n
     return arrays, copy
 
 
-def load(data_dir: str | os.PathLike | None = None, smoke: bool = False) -> FashionMNIST:
-    """Load, validate, fingerprint and split Fashion-MNIST (see the module docstring for the source)."""
+VALID_SPLITS = ("stratified", "last")
+
+
+def load(data_dir: str | os.PathLike | None = None, smoke: bool = False,
+         valid_split: str = "stratified") -> FashionMNIST:
+    """Load, validate, fingerprint and split Fashion-MNIST (see the module docstring for the source).
+
+    valid_split "stratified" (every experiment's default) validates on a fixed stratified 10% of the
+    training file; "last" on its last 10%, in file order, as Keras' fit(validation_split=0.1) does.
+    """
     arrays, copy = open_copy(data_dir)
-    train_idx, valid_idx = stratified_split(arrays["train_labels"])
+    if valid_split == "stratified":
+        train_idx, valid_idx = stratified_split(arrays["train_labels"])
+    elif valid_split == "last":
+        n_valid = int(round(len(arrays["train_labels"]) * VALID_FRACTION))
+        train_idx = np.arange(len(arrays["train_labels"]) - n_valid)
+        valid_idx = np.arange(len(train_idx), len(arrays["train_labels"]))
+    else:
+        raise DataError(f"valid_split {valid_split!r} is not one of {', '.join(VALID_SPLITS)}")
     test_idx = np.arange(len(arrays["test_labels"]))  # any number of test images (offline-v2 has 4,443)
     if smoke:
         train_idx, valid_idx = train_idx[:SMOKE_SIZES["train"]], valid_idx[:SMOKE_SIZES["valid"]]

@@ -22,8 +22,13 @@ FOLDER_PATTERN = re.compile(r"^exp(\d{3})_[A-Za-z0-9_.-]+$")
 
 
 # Config keys the runner itself reads besides the required ones, with their defaults.
-# test_time_flip: evaluate on each image and its mirror image, averaging the two predictions.
-RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False, "test_time_flip": False}
+#   test_time_flip  evaluate on each image and its mirror image, averaging the two predictions
+#   monitor         what early stopping watches: "val_loss" (lower is better) or "val_accuracy"
+#   valid_split     which 10% of the training file validates: "stratified" (the same fixed, stratified
+#                   draw for every experiment) or "last" (the last 6,000 images, as Keras'
+#                   fit(validation_split=0.1) takes them)
+RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False, "test_time_flip": False, "monitor": "val_loss",
+                   "valid_split": "stratified"}
 
 
 def config_difference(old: dict, new: dict) -> str:

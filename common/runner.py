@@ -131,6 +131,10 @@ def parse_config(parser: argparse.ArgumentParser, config: dict, argv: list[str] 
         augment.check_config(effective)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if effective["monitor"] not in ("val_loss", "val_accuracy"):
+        raise UsageError(f"--monitor {effective['monitor']!r}: early stopping watches val_loss or val_accuracy")
+    if effective["valid_split"] not in fmnist.VALID_SPLITS:
+        raise UsageError(f"--valid_split {effective['valid_split']!r}: one of {', '.join(fmnist.VALID_SPLITS)}")
     return args, effective, overrides
 
 
@@ -245,7 +249,8 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         log(f"{label}: resuming after epoch {state['epoch']} (best so far: epoch {state['best_epoch']})")
     else:
         state = {"seed": seed, "config": config, "epoch": 0, "best_epoch": 0,
-                 "best_val_loss": math.inf, "wait": 0, "history": [], "wall_seconds": 0.0,
+                 "best_value": math.inf if config["monitor"] == "val_loss" else -math.inf,
+                 "wait": 0, "history": [], "wall_seconds": 0.0,
                  "started_at": results.now_iso(), "sittings": 0}
     state["sittings"] += 1
 
@@ -265,9 +270,12 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         if not all(math.isfinite(row[k]) for k in ("loss", "val_loss")):
             raise TrainingDiverged(f"{label}: the loss became {row['loss']} (valid {row['val_loss']}) "
                                    f"at epoch {epoch}; lower the learning rate or check the model")
-        improved = row["val_loss"] < state["best_val_loss"]
+        # Early stopping watches the valid loss (lower is better) or the valid accuracy (higher).
+        best = state.get("best_value", state.get("best_val_loss"))  # checkpoints before `monitor` existed
+        value = row[config["monitor"]]
+        improved = value < best if config["monitor"] == "val_loss" else value > best
         if improved:
-            state.update(best_val_loss=row["val_loss"], best_epoch=epoch, wait=0)
+            state.update(best_value=value, best_epoch=epoch, wait=0)
         else:
             state["wait"] += 1
         state["history"].append(row)
@@ -364,7 +372,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
 
     results_dir = args.results_dir.expanduser().resolve()
     # Trials belong to their data: they are filed under its name, results/<data name>/<folder>/.
-    dataset = fmnist.load(args.data_dir, smoke=args.smoke)
+    dataset = fmnist.load(args.data_dir, smoke=args.smoke, valid_split=config["valid_split"])
     copy = dataset.copy
     sizes = {split: len(y) for split, (_, y) in dataset.splits().items()}
     log(f"data: {copy.name} ({copy.description}; sha256 {copy.fingerprint[:16]}…) from {copy.location}; "

@@ -331,3 +331,24 @@ def test_records_from_before_a_runner_option_existed_still_count_as_finished(tin
     path.write_text(json.dumps(record))
     capsys.readouterr()
     assert module.main(args) == 0 and "1 already finished" in capsys.readouterr().out
+
+
+def test_probe_options_valid_split_and_monitor(tiny_data, tmp_path, capsys):
+    """The choices the log left open, as options: Keras' last-10% valid split, early stopping on valid accuracy."""
+    module = load_train_module(EXP001)
+    args = ["--data-dir", str(tiny_data), "--epochs", "3", "--patience", "1"]
+    assert module.main(args + ["--results-dir", str(tmp_path / "last"), "--valid_split", "last"]) == 0
+    last = read_metrics(tmp_path / "last", "exp001_simple_dense")
+    assert last["config"]["valid_split"] == "last"
+    assert last["provenance"]["data"]["split_sizes"] == {"train": 270, "valid": 30, "test": 100}
+    assert module.main(args + ["--results-dir", str(tmp_path / "default")]) == 0
+    default = read_metrics(tmp_path / "default", "exp001_simple_dense")
+    assert last["metrics"]["valid"] != default["metrics"]["valid"]  # other images validate
+
+    assert module.main(args + ["--results-dir", str(tmp_path / "acc"), "--monitor", "val_accuracy"]) == 0
+    history = pd.read_csv(trial_path(tmp_path / "acc", "exp001_simple_dense") / "history.csv")
+    record = read_metrics(tmp_path / "acc", "exp001_simple_dense")
+    assert record["best_epoch"] == int(history.loc[history.val_accuracy.idxmax(), "epoch"])
+    capsys.readouterr()
+    assert module.main(args + ["--results-dir", str(tmp_path / "bad"), "--monitor", "accuracy"]) == runner.EXIT_USAGE
+    assert "early stopping watches val_loss or val_accuracy" in capsys.readouterr().err
