@@ -61,16 +61,9 @@ def run_trial_task(command: list[str], folder: str, index: int, git: dict) -> di
 def trial_command(trial, args: argparse.Namespace, threads: int) -> list[str]:
     """The train.py command line a worker runs, relative to the code it received (no results dir:
     the worker adds its own scratch folder)."""
-    command = [f"{trial.folder.name}/train.py", "--trial", str(trial.index), "--threads", str(threads)]
-    if args.trials:
-        command += ["--trials", str(args.trials)]
-    if args.epochs:
-        command += ["--epochs", str(args.epochs)]
-    if args.data_dir:
-        command += ["--data-dir", args.data_dir]
-    if args.smoke:
-        command.append("--smoke")
-    return command
+    from common.run_all import train_arguments
+
+    return [f"{trial.folder.name}/train.py", *train_arguments(trial, args, threads)]
 
 
 def accept(trial, reply: dict, copy, results_dir: Path, smoke: bool, force: bool) -> str:

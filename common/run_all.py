@@ -91,22 +91,26 @@ def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_
     return trials
 
 
-def trial_command(trial: Trial, args: argparse.Namespace, threads: int) -> list[str]:
-    command = [sys.executable, "-u", str(trial.folder / "train.py"), "--trial", str(trial.index),
-               "--results-dir", str(args.results_dir)]
+def train_arguments(trial: Trial, args: argparse.Namespace, threads: int) -> list[str]:
+    """The train.py arguments that come from run_all's options, wherever the trial runs."""
+    arguments = ["--trial", str(trial.index)]
     if args.trials:
-        command += ["--trials", str(args.trials)]
+        arguments += ["--trials", str(args.trials)]
     if args.epochs:
-        command += ["--epochs", str(args.epochs)]
+        arguments += ["--epochs", str(args.epochs)]
     if args.data_dir:
-        command += ["--data-dir", args.data_dir]
+        arguments += ["--data-dir", args.data_dir]
     if args.smoke:
-        command.append("--smoke")
-    if args.force:
-        command.append("--force")
+        arguments.append("--smoke")
     if threads:
-        command += ["--threads", str(threads)]
-    return command
+        arguments += ["--threads", str(threads)]
+    return arguments
+
+
+def trial_command(trial: Trial, args: argparse.Namespace, threads: int) -> list[str]:
+    command = [sys.executable, "-u", str(trial.folder / "train.py"), *train_arguments(trial, args, threads),
+               "--results-dir", str(args.results_dir)]
+    return command + (["--force"] if args.force else [])
 
 
 def _clock(seconds: float) -> str:

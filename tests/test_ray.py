@@ -45,8 +45,8 @@ def test_ray_gives_the_same_metrics_as_plain_run_all_and_the_driver_writes_the_f
     class Args:
         trials, epochs, data_dir, smoke = 2, None, "/data/on/the/workers", False
     command = ray_backend.trial_command(type("T", (), {"folder": REPO / "exp002_conv", "index": 1})(), Args, 1)
-    assert command == ["exp002_conv/train.py", "--trial", "1", "--threads", "1", "--trials", "2",
-                       "--data-dir", "/data/on/the/workers"]  # no results directory: the worker picks a scratch one
+    assert command == ["exp002_conv/train.py", "--trial", "1", "--trials", "2", "--data-dir", "/data/on/the/workers",
+                       "--threads", "1"]  # no results directory: the worker picks a scratch one
 
 
 def test_a_failing_trial_is_reported_and_the_others_finish(tiny_data, tmp_path):
