@@ -46,6 +46,7 @@ def _trial_rows(path: Path, record: dict) -> list[dict]:
         "default_trials": int(record.get("default_trials", 1)),
         "wall_seconds": float(record["wall_seconds"]),
         "device": record["provenance"]["hardware"]["device"],
+        "test_time_flip": bool(record.get("config", {}).get("test_time_flip", False)),
         "data_fingerprint": str(data["fingerprint"]), "data_description": str(data.get("description", "")),
         "path": path.as_posix(),
     }
@@ -100,6 +101,7 @@ def summarize_trials(trials: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
         epochs_max=("epochs_max", "max"), epochs_capped=("epochs_capped", "any"),
         epochs_run_min=("epochs_run", "min"), epochs_run_max=("epochs_run", "max"),
         default_trials=("default_trials", "max"), seed_fixed=("seed_fixed", "all"),
+        test_time_flip=("test_time_flip", "any"),
         device=("device", lambda d: "/".join(sorted(set(d)))),
         base=("base", "first"), explanation=("explanation", "first"),
         data_fingerprint=("data_fingerprint", "first"), data_description=("data_description", "first")
@@ -172,6 +174,7 @@ def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
             "No.": first.experiment, "Trials": trials_cell, "Epochs run": _epochs_cell(first),
             "loss (tr, vd, tt)": _cells(group, "loss"), "acc. (tr, vd, tt)": _cells(group, "accuracy"),
             "Ensemble acc. (tt)": _ensemble_cell(group),
+            "TTA": "flip" if first.test_time_flip else "–",
             "Original log: acc. (tr, vd, tt)": _cells(ref, "accuracy") if not ref.empty else "–",
             "Base": first.base if isinstance(first.base, str) else "None",
             "Explanation": first.explanation, "Hardware": _device_cell(first.device)})
@@ -190,7 +193,8 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
             "Each cell: train, valid and test, as `mean±std, min–max` over the trials (std: sample "
             "standard deviation, ddof=1); a single trial shows its value alone. *Ensemble*: the test "
             "accuracy of the trials' averaged class probabilities (how many trials), where two or more "
-            "kept their predictions. The *Original log* "
+            "kept their predictions. *TTA*: evaluated with test-time flips (each image scored with its "
+            "mirror image). The *Original log* "
             "column is the log's own figure on the official data, for reference; it was not produced "
             "by this repository (see reference/).",
             *([plot_links[name]] if plot_links.get(name) else [])]

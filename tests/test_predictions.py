@@ -108,7 +108,8 @@ def test_summary_and_readme_show_the_ensemble_and_the_confusion_plots(results_wi
     assert test.loc["exp007_mixup", "ensemble_acc"] == pytest.approx(19 / 20)
     assert summary[summary.split == "valid"].ensemble_acc.isna().all()
     row = next(line for line in readme.read_text().splitlines() if line.startswith("| exp006 "))
-    assert "| 1.0000 (3) |" in row
+    assert "| 1.0000 (3) | – |" in row  # the ensemble, then TTA: not used
+    assert not test.loc["exp006_zoom_aug", "test_time_flip"]
     plot = results_with_predictions / "plots" / DATA / "confusion" / "exp006_zoom_aug.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"[exp006](results/plots/{DATA}/confusion/exp006_zoom_aug.png)" in readme.read_text()

@@ -22,7 +22,8 @@ def record(experiment, folder, trial, test_acc, *, smoke=False, default_trials=3
                     "valid": {"loss": 0.2, "accuracy": 0.95},
                     "test": {"loss": 1 - test_acc, "accuracy": test_acc}},
         "epochs_run": 10 + trial, "best_epoch": 5, "epochs_max": 100, "wall_seconds": 12.0,
-        "default_trials": default_trials, "overrides": overrides or {}, "config": {"epochs": 100},
+        "default_trials": default_trials, "overrides": overrides or {},
+        "config": {"epochs": 100, "test_time_flip": experiment == "exp207"},
         "provenance": {"hardware": {"device": "CPU"},
                        "data": {"fingerprint": fingerprint, "name": name, "source": "idx",
                                 "description": f"test data {name}"}},
@@ -125,3 +126,11 @@ def test_no_results_yet(tmp_path):
     readme = tmp_path / "README.md"
     assert summarize.main(["--results-dir", str(tmp_path / "empty"), "--readme", str(readme)]) == 0
     assert "No finished trials yet" in readme.read_text()
+
+
+def test_test_time_flip_is_shown_in_the_table(results, tmp_path):
+    write(results, "exp207_test_time_flip", 0, record("exp207", "exp207_test_time_flip", 0, 0.95))
+    readme = tmp_path / "README.md"
+    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
+    rows = {line.split("|")[1].strip(): line for line in readme.read_text().splitlines() if line.startswith("| exp")}
+    assert "| flip |" in rows["exp207"] and "| flip |" not in rows["exp102"]
