@@ -101,7 +101,7 @@ def summarize_trials(trials: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
         epochs_max=("epochs_max", "max"), epochs_capped=("epochs_capped", "any"),
         epochs_run_min=("epochs_run", "min"), epochs_run_max=("epochs_run", "max"),
         default_trials=("default_trials", "max"), seed_fixed=("seed_fixed", "all"),
-        test_time_flip=("test_time_flip", "any"),
+        test_time_flip=("test_time_flip", "any"), trial_minutes=("wall_seconds", lambda w: w.median() / 60),
         device=("device", lambda d: "/".join(sorted(set(d)))),
         base=("base", "first"), explanation=("explanation", "first"),
         data_fingerprint=("data_fingerprint", "first"), data_description=("data_description", "first")
@@ -197,8 +197,29 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
             "mirror image). The *Original log* "
             "column is the log's own figure on the official data, for reference; it was not produced "
             "by this repository (see reference/).",
+            remaining_compute(group, name),
             *([plot_links[name]] if plot_links.get(name) else [])]
     return sections
+
+
+def remaining_compute(summary: pd.DataFrame, data: str) -> str:
+    """How much training is still missing on this data for every experiment's own trial count,
+    estimated from the median wall time of each experiment's finished trials."""
+    rows = summary[summary.split == "test"].set_index("folder")
+    hours, unknown = 0.0, []
+    for folder in experiments.all_folders():
+        wanted = experiments.read_definition(folder).config["trials"]
+        if folder.name not in rows.index:
+            unknown.append(experiments.experiment_id(folder))
+            continue
+        row = rows.loc[folder.name]
+        hours += max(0, wanted - int(row.trials)) * row.trial_minutes / 60
+    text = (f"*Still to run on `{data}`* to reach every experiment's own trial count: about {hours:.0f} "
+            f"trial-hours (median wall time of each experiment's finished trials as they ran here; "
+            f"two trials side by side on two cores take about {hours / 2:.0f} hours)")
+    if unknown:
+        text += f", plus {', '.join(unknown)}, which have no finished trial to estimate from"
+    return text + "."
 
 
 def reference_table(reference: pd.DataFrame) -> str:

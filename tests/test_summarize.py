@@ -75,7 +75,7 @@ def test_summary_csv_and_readme(results, tmp_path, capsys):
     assert "0.9200±0.0200, 0.9000–0.9400" in text  # exp102 test accuracy
     assert "| exp001 | 1 |" in text and "0.8800" in text
     assert "0.8784" in text  # the original log's exp001 test accuracy, as reference
-    assert "exp003" not in text.split("### The original log")[0]  # smoke record left out
+    assert "| exp003 " not in text.split("### The original log")[0]  # smoke record left out of the table
 
 
 def test_plots_are_valid_png_files(results, tmp_path):
@@ -134,3 +134,15 @@ def test_test_time_flip_is_shown_in_the_table(results, tmp_path):
     summarize.main(["--results-dir", str(results), "--readme", str(readme)])
     rows = {line.split("|")[1].strip(): line for line in readme.read_text().splitlines() if line.startswith("| exp")}
     assert "| flip |" in rows["exp207"] and "| flip |" not in rows["exp102"]
+
+
+def test_the_compute_still_to_run_is_estimated_from_the_finished_trials(results, tmp_path):
+    hour_long = record("exp110", "exp110_resnet", 0, 0.91, default_trials=10)
+    hour_long["wall_seconds"] = 3600.0
+    write(results, "exp110_resnet", 0, hour_long)
+    readme = tmp_path / "README.md"
+    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
+    # exp110: 9 more trials of 1 hour; exp102: 7 more of 12 s; exp001: done (its train.py asks for 1).
+    text = readme.read_text()
+    assert f"*Still to run on `{DATA}`* to reach every experiment's own trial count: about 9 trial-hours" in text
+    assert "two cores take about 5 hours" in text and "plus exp002, exp003" in text and ", exp001," not in text
