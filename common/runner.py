@@ -286,7 +286,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
                                   pd.DataFrame(state["history"]).to_csv(index=False))
         log(_epoch_line(label, row, config["epochs"], improved))
 
-    # Early stopping's restore_best_weights: evaluate the epoch with the lowest valid loss.
+    # Early stopping's restore_best_weights: evaluate the best epoch (lowest valid loss by default).
     checkpoint.restore(model, state["best_weights"])
     start = time.perf_counter()
     metrics, test_probabilities = evaluate(model, dataset, config)
