@@ -17,12 +17,10 @@ import argparse
 import difflib
 import math
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from common import experiments, predictions, results, stats, summarize
 from common.data import CLASS_NAMES
@@ -51,13 +49,7 @@ def config_diff(a: Path, b: Path) -> pd.DataFrame:
 
 def welch(a: pd.Series, b: pd.Series) -> float:
     """Two-sided p-value of Welch's t-test; NaN when it cannot be computed (fewer than 2 trials)."""
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    if a.std() == 0 and b.std() == 0:
-        return 1.0 if a.mean() == b.mean() else 0.0
-    with warnings.catch_warnings():  # near-identical trials: scipy warns, the p-value is still right
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
+    return stats.welch_p(a.mean(), a.std(), len(a), b.mean(), b.std(), len(b))
 
 
 def verdict(metric: str, mean_a: float, mean_b: float, p: float) -> str:

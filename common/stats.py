@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pandas as pd
+from scipy import stats as scipy_stats
 
 METRICS = ("loss", "accuracy")
 STATS = ("mean", "std", "min", "max")
@@ -35,3 +37,30 @@ def format_row_stat(row: pd.Series, metric: str, digits: int = 4) -> str:
     short = SHORT[metric]
     return format_stat(row[f"{short}_mean"], row[f"{short}_std"], row[f"{short}_min"],
                        row[f"{short}_max"], int(row["trials"]), digits)
+
+
+def welch_p(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int) -> float:
+    """Two-sided p-value of Welch's t-test from summary figures; NaN with fewer than 2 trials a side."""
+    if n_a < 2 or n_b < 2:
+        return math.nan
+    if std_a == 0 and std_b == 0:
+        return 1.0 if mean_a == mean_b else 0.0
+    with warnings.catch_warnings():  # near-identical trials: scipy warns, the p-value is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(scipy_stats.ttest_ind_from_stats(mean_b, std_b, n_b, mean_a, std_a, n_a,
+                                                      equal_var=False).pvalue)
+
+
+def versus_reference(ours: pd.Series, reference: pd.Series) -> str:
+    """Our test accuracy against the log's: the difference, and Welch's p where both have 2+ trials,
+    else whether ours lies inside the log's min–max (rows of stats.aggregate / the reference CSV)."""
+    n_ours, n_ref = int(ours["trials"]), int(reference["trials"])
+    difference = ours["acc_mean"] - reference["acc_mean"]
+    text = f"{difference:+.4f}"
+    if n_ours >= 2 and n_ref >= 2:
+        p = welch_p(reference["acc_mean"], reference["acc_std"], n_ref, ours["acc_mean"], ours["acc_std"], n_ours)
+        return f"{text}, p={p:.2g}" if p >= 0.001 else f"{text}, p<0.001"
+    if n_ref >= 2 and not math.isnan(reference["acc_min"]):
+        inside = reference["acc_min"] <= ours["acc_mean"] <= reference["acc_max"]
+        return f"{text}, {'inside' if inside else 'outside'} the log's min–max"
+    return text

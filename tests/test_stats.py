@@ -32,3 +32,20 @@ def test_format_like_the_log():
     assert stats.format_stat(0.91344, 0.00372, 0.90991, 0.92188, 10) == "0.9134±0.0037, 0.9099–0.9219"
     assert stats.format_stat(0.8784, float("nan"), 0.8784, 0.8784, 1) == "0.8784"
     assert stats.format_stat(0.5, 0.1, 0.4, 0.6, 2, digits=2) == "0.50±0.10, 0.40–0.60"
+
+
+def test_our_rows_against_the_log():
+    import pandas as pd
+
+    log = pd.Series({"trials": 10, "acc_mean": 0.9127, "acc_std": 0.0022, "acc_min": 0.9079, "acc_max": 0.9161})
+    ours = pd.Series({"trials": 5, "acc_mean": 0.9050, "acc_std": 0.0018})
+    # Welch by hand: t = 0.0077 / sqrt(0.0022**2/10 + 0.0018**2/5) = 7.24, df = 9.8: p about 3e-5
+    assert stats.versus_reference(ours, log) == "-0.0077, p<0.001"
+    close = pd.Series({"trials": 3, "acc_mean": 0.9117, "acc_std": 0.0030})
+    p = stats.welch_p(0.9127, 0.0022, 10, 0.9117, 0.0030, 3)
+    assert 0.5 < p < 0.7 and stats.versus_reference(close, log) == f"-0.0010, p={p:.2g}"
+    single = pd.Series({"trials": 1, "acc_mean": 0.9170, "acc_std": float("nan")})
+    assert stats.versus_reference(single, log) == "+0.0043, outside the log's min–max"
+    single_log = pd.Series({"trials": 1, "acc_mean": 0.8784, "acc_std": float("nan"), "acc_min": float("nan"),
+                            "acc_max": float("nan")})
+    assert stats.versus_reference(single, single_log) == "+0.0386"
