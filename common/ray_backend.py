@@ -88,13 +88,30 @@ def accept(trial, reply: dict, copy, results_dir: Path, smoke: bool, force: bool
     return ""
 
 
+class RayUnavailable(RuntimeError):
+    """Ray is not installed, or the cluster cannot be reached; the message says what to do."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable("--ray needs Ray: pip install -r requirements.txt (it lists ray)") from None
+    return ray
+
+
 def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress) -> bool:
     """Run the trials as Ray tasks; returns False when interrupted. Fills each trial's outcome."""
-    import ray
+    ray = import_ray()
 
     address = None if args.ray == "local" else args.ray
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-             runtime_env={"working_dir": str(results.REPO_ROOT), "excludes": EXCLUDES})
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                 runtime_env={"working_dir": str(results.REPO_ROOT), "excludes": EXCLUDES})
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RayUnavailable(f"cannot start or reach Ray at {args.ray!r} ({type(e).__name__}: {e}); for a "
+                             f"cluster, give the head's address (ray://host:10001 or 'auto' on a node of it) "
+                             f"and set RAY_AUTH_MODE=token with the cluster's token (README)") from None
     threads = max(1, int(args.cpus_per_trial))
     # The trial runs in a process of its own under the task (so TensorFlow, and its GPU memory, end
     # with the trial); the Ray worker itself never starts TensorFlow, so Ray may reuse it.

@@ -310,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray:
         from common import ray_backend
 
-        completed = ray_backend.execute(todo, args, copy, args.results_dir / LOG_NAME, Progress(len(todo)))
+        try:
+            completed = ray_backend.execute(todo, args, copy, args.results_dir / LOG_NAME, Progress(len(todo)))
+        except ray_backend.RayUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
     else:
         completed = execute(todo, args, args.results_dir / LOG_NAME)
     table = report(trials, todo)
