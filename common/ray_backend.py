@@ -113,6 +113,7 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
                              f"cluster, give the head's address (ray://host:10001 or 'auto' on a node of it) "
                              f"and set RAY_AUTH_MODE=token with the cluster's token (README)") from None
     threads = max(1, int(args.cpus_per_trial))
+    progress.parallel = max(1, int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial))
     # The trial runs in a process of its own under the task (so TensorFlow, and its GPU memory, end
     # with the trial); the Ray worker itself never starts TensorFlow, so Ray may reuse it.
     remote = ray.remote(run_trial_task).options(

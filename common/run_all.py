@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import math
 import os
 import queue
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -127,17 +129,39 @@ def _read_lines(process: subprocess.Popen, trial: Trial, lines: queue.Queue) -> 
 
 
 class Progress:
-    """What run_all shows while trials run: a live bar on a terminal, else one plain line per event."""
+    """What run_all shows while trials run: a live bar on a terminal, else one plain line per event.
 
-    def __init__(self, total: int):
-        self.total, self.started, self.ended = total, time.time(), 0
-        self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, disable=not sys.stderr.isatty(),
+    Time left: each remaining trial is expected to take as long as the trials of its experiment
+    took (in this run, else the median of its finished trials in the results), spread over the
+    trials that run at once.
+    """
+
+    def __init__(self, todo: list[Trial], parallel: int, typical_seconds: dict[str, float] | None = None):
+        self.todo, self.parallel, self.started = todo, max(1, parallel), time.time()
+        self.typical = dict(typical_seconds or {})
+        self.took: dict[str, list[float]] = {}
+        self.ended = 0
+        self.bar = tqdm(total=len(todo), unit="trial", dynamic_ncols=True, disable=not sys.stderr.isatty(),
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}] {postfix}")
 
+    def _expected(self, trial: Trial) -> float:
+        mine = self.took.get(trial.folder.name)
+        if mine:
+            return statistics.median(mine)
+        if trial.folder.name in self.typical:
+            return self.typical[trial.folder.name]
+        known = [s for took in self.took.values() for s in took] or list(self.typical.values())
+        return statistics.mean(known) if known else math.nan
+
     def counts(self) -> str:
-        elapsed = time.time() - self.started
-        left = elapsed / self.ended * (self.total - self.ended) if self.ended else float("nan")
-        return f"[{self.ended}/{self.total} trials, {_clock(elapsed)} elapsed, ~{_clock(left)} left]"
+        now = time.time()
+        left = 0.0
+        for trial in self.todo:
+            if trial.returncode is None:  # not ended: running (part done) or waiting
+                done = now - trial.seconds if trial.seconds else 0.0
+                left += max(0.0, self._expected(trial) - done)
+        return (f"[{self.ended}/{len(self.todo)} trials, {_clock(now - self.started)} elapsed, "
+                f"~{_clock(left / self.parallel)} left]")
 
     def start(self, trial: Trial, where: str = "") -> None:
         trial.seconds = time.time()
@@ -150,6 +174,7 @@ class Progress:
     def end(self, trial: Trial) -> None:
         """Report a trial whose returncode (and error, if any) is set; its tail holds its last lines."""
         trial.seconds = time.time() - trial.seconds
+        self.took.setdefault(trial.folder.name, []).append(trial.seconds)
         self.ended += 1
         self.bar.update(1)
         if trial.returncode == 0 and not trial.error:
@@ -171,7 +196,7 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
     waiting, running = deque(todo), {}
     lines: queue.Queue = queue.Queue()
-    progress = Progress(len(todo))
+    progress = Progress(todo, args.jobs, args.typical_seconds)
     interrupted = False
     with open(log_path, "a") as log:
         log.write(f"\n=== run_all started {results.now_iso()}: {len(todo)} trial(s) ===\n")
@@ -208,6 +233,15 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
         finally:
             progress.close()
     return not interrupted
+
+
+def typical_seconds(results_dir: Path, data_name: str) -> dict[str, float]:
+    """Median wall time of each experiment's finished trials on this data: the basis of "time left"."""
+    finished, _ = summarize.collect_trials(results_dir)
+    if finished.empty:
+        return {}
+    finished = finished[(finished.data == data_name) & (finished.split == "test")]
+    return finished.groupby("folder").wall_seconds.median().to_dict()
 
 
 def report(trials: list[Trial], ran: list[Trial]) -> pd.DataFrame:
@@ -307,11 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
+    args.typical_seconds = typical_seconds(args.results_dir, copy.name)
     if args.ray:
         from common import ray_backend
 
         try:
-            completed = ray_backend.execute(todo, args, copy, args.results_dir / LOG_NAME, Progress(len(todo)))
+            completed = ray_backend.execute(todo, args, copy, args.results_dir / LOG_NAME,
+                                            Progress(todo, 1, args.typical_seconds))
         except ray_backend.RayUnavailable as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE

@@ -37,6 +37,26 @@ def test_round_robin_runs_trial_by_trial_across_experiments(tiny_data, tmp_path)
     assert order == ["exp001_simple_dense 0", "exp002_conv 0", "exp001_simple_dense 1", "exp002_conv 1"]
 
 
+def test_time_left_comes_from_each_experiments_trials(monkeypatch):
+    from pathlib import Path
+
+    clock = [1000.0]
+    monkeypatch.setattr(run_all.time, "time", lambda: clock[0])
+    slow, fast = Path("exp110_resnet"), Path("exp001_simple_dense")
+    todo = [run_all.Trial(slow, 0, 2), run_all.Trial(slow, 1, 2), run_all.Trial(fast, 0, 1)]
+    progress = run_all.Progress(todo, parallel=2, typical_seconds={"exp110_resnet": 3600.0})
+    # Nothing finished here yet: exp110 from the results (1 h each), exp001 from their mean (1 h).
+    assert progress.counts().endswith("~1:30:00 left]")
+    progress.start(todo[2])
+    clock[0] += 60
+    todo[2].returncode = 0
+    progress.end(todo[2])  # exp001 took a minute: that is what its trials take now
+    progress.start(todo[0])
+    clock[0] += 1800
+    # exp110 trial 0 half done (1800 s of 3600 left), trial 1 waiting (3600): 5400 s over 2 at once
+    assert progress.counts() == "[1/3 trials, 0:31:00 elapsed, ~0:45:00 left]"
+
+
 def test_selection_run_resume_and_report(tiny_data, tmp_path):
     args = ["-m", "common.run_all", "--only", "exp00[12]", "--data-dir", str(tiny_data), "--results-dir",
             str(tmp_path), "--epochs", "1", "--trials", "2", "--jobs", "2"]
