@@ -30,15 +30,22 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def test_accuracy(trials: pd.DataFrame, reference: pd.DataFrame, path: Path, data: str) -> Path:
-    """Each experiment's test accuracy over its trials (box and points), the original log's figure beside it."""
+def test_accuracy(trials: pd.DataFrame, reference: pd.DataFrame, path: Path, data: str,
+                  ensembles: dict[str, Ensemble] | None = None) -> Path:
+    """Each experiment's test accuracy over its trials (box and points), the ensemble of its trials
+    where there are two or more, and the original log's figure beside it."""
     test = trials[trials.split == "test"]
     order = sorted(test.experiment.unique())
     fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(order) + 2), 4.5))
     rng = np.random.default_rng(0)  # jitter only
-    marked_reference = False
+    marked_reference = marked_ensemble = False
     for x, experiment in enumerate(order):
         values = test[test.experiment == experiment].accuracy.to_numpy()
+        combined = (ensembles or {}).get(experiment)
+        if combined is not None and combined.trials >= 2:
+            ax.scatter([x - 0.3], [combined.accuracy], marker="*", s=90, color="tab:green", zorder=4,
+                       label=None if marked_ensemble else "ensemble of our trials")
+            marked_ensemble = True
         if len(values) >= 3:
             ax.boxplot(values, positions=[x], widths=0.5, showfliers=False,
                        medianprops={"color": "tab:blue"}, boxprops={"color": "tab:blue"})
@@ -58,7 +65,7 @@ def test_accuracy(trials: pd.DataFrame, reference: pd.DataFrame, path: Path, dat
     ax.set_title(f"Test accuracy per experiment on {data} (points: trials; box: quartiles when 3+ trials)",
                  fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     return _save(fig, path)
 
 
@@ -133,8 +140,8 @@ def write_all(results_dir: Path, trials: pd.DataFrame, reference: pd.DataFrame,
     written = {}
     for data, on_data in trials.groupby("data", sort=True) if not trials.empty else []:
         plot_dir = results_dir / results.PLOTS_SUBDIR / data
-        files = {"accuracy": [test_accuracy(on_data, reference, plot_dir / "test_accuracy.png", data)],
-                 "curves": [], "confusion": []}
+        files = {"accuracy": [], "curves": [], "confusion": []}
+        ensembles = {}
         for folder, group in on_data.groupby("folder", sort=True):
             paths = sorted(set(group.path))
             histories = [pd.read_csv(results_dir / Path(p).with_name(results.HISTORY_FILE)) for p in paths
@@ -145,9 +152,11 @@ def write_all(results_dir: Path, trials: pd.DataFrame, reference: pd.DataFrame,
                                                        plot_dir / "curves" / f"{folder}.png"))
             combined = predictions.ensemble(predictions.load(results_dir, paths))
             if combined is not None:
+                ensembles[group.experiment.iloc[0]] = combined
                 images = (test_images or {}).get(data)
                 files["confusion"].append(confusion(
                     combined, f"{folder} on {data}", plot_dir / "confusion" / f"{folder}.png",
                     images if images is not None and len(images) == len(combined.labels) else None))
+        files["accuracy"].append(test_accuracy(on_data, reference, plot_dir / "test_accuracy.png", data, ensembles))
         written[data] = files
     return written
