@@ -360,8 +360,8 @@ def run_experiment(train_file: str, experiment: str, base: str | None, explanati
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished trials and the last finished epoch are kept; rerun the same "
-              f"command to resume", file=sys.stderr)
+        print("\ninterrupted: finished trials and the last finished epoch are kept; rerun the same "
+              "command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
