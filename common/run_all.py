@@ -312,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     except fmnist.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if args.ray:
+        # Workers run elsewhere (another folder, maybe another node): give them the folder the driver
+        # read, as an absolute path (from --data-dir or $FASHION_MNIST_DIR), or nothing for Keras' download.
+        args.data_dir = copy.location if copy.source == "idx" else None
     try:
         trials = plan(folders, args, args.results_dir, copy.name)
     except ValueError as e:  # a train.py whose CONFIG cannot be read without running it
@@ -342,7 +346,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
     args.typical_seconds = typical_seconds(args.results_dir, copy.name)
-    if args.ray:
         from common import ray_backend
 
         try:

@@ -24,10 +24,13 @@ def metrics_by_trial(results):
 def test_ray_gives_the_same_metrics_as_plain_run_all_and_the_driver_writes_the_files(tiny_data, tmp_path):
     from common import ray_backend
 
-    common = ["-m", "common.run_all", "--only", "exp001", "exp002", "--smoke", "--data-dir", str(tiny_data)]
-    plain = run_script(*common, "--jobs", "2", "--results-dir", str(tmp_path / "plain"), cwd=REPO)
+    common = ["-m", "common.run_all", "--only", "exp001", "exp002", "--smoke"]
+    plain = run_script(*common, "--jobs", "2", "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "plain"),
+                       cwd=REPO)
     assert plain.returncode == 0, plain.stdout + plain.stderr
-    on_ray = run_script(*common, "--ray", "--cpus-per-trial", "1", "--results-dir", str(tmp_path / "ray"), cwd=REPO)
+    # The data named relative to the driver's folder: the workers, in a folder of their own, get it too.
+    on_ray = run_script(*common, "--ray", "--cpus-per-trial", "1", "--data-dir", tiny_data.name,
+                        "--results-dir", str(tmp_path / "ray"), cwd=tiny_data.parent, env={"PYTHONPATH": str(REPO)})
     assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
     assert "(Ray task)" in on_ray.stdout and "exp002_conv         1/1        1       0" in on_ray.stdout
     ours, theirs = metrics_by_trial(tmp_path / "plain"), metrics_by_trial(tmp_path / "ray")
