@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
     args.typical_seconds = typical_seconds(args.results_dir, copy.name)
+    if args.ray:
         from common import ray_backend
 
         try:
