@@ -31,13 +31,16 @@ RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False, "test_time_flip": False, 
                    "valid_split": "stratified"}
 
 
-def config_difference(old: dict, new: dict) -> str:
+def config_difference(old: dict, new: dict, defaults: dict | None = None) -> str:
     """The keys two configs of one experiment differ in, "" when they are the same recipe.
 
-    The trial count is not part of the recipe; a record made before the runner knew a key ran with
-    that key's default.
+    The trial count is not part of the recipe. A key the older config lacks was added to the code
+    later, with a default that keeps the older behaviour (the regression check holds every
+    experiment to its recorded numbers): there it counts as that default, the runner's
+    (RUNNER_DEFAULTS) or the experiment's own (`defaults`, its CONFIG).
     """
-    old = {**{k: v for k, v in RUNNER_DEFAULTS.items() if k not in old}, **old}
+    known = {**RUNNER_DEFAULTS, **(defaults or {})}
+    old = {**{k: v for k, v in known.items() if k not in old}, **old}
     keys = [k for k in sorted(set(old) | set(new)) if k != "trials" and old.get(k) != new.get(k)]
     return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 

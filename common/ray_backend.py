@@ -75,9 +75,10 @@ def accept(trial, reply: dict, copy, results_dir: Path, smoke: bool, force: bool
                 f"{copy.fingerprint[:16]}…); give --data-dir a path that holds the same copy on every node")
     directory = results.trial_dir(results_dir, copy.name, trial.folder.name, trial.index, smoke)
     if not force:  # the same rule as train.py: one recipe per experiment and data
+        defaults = experiments.read_definition(trial.folder).config
         for other in sorted(directory.parent.glob(f"trial_*/{results.METRICS_FILE}")):
             difference = experiments.config_difference(json.loads(other.read_text()).get("config", {}),
-                                                        record["config"])
+                                                        record["config"], defaults)
             if difference:
                 return (f"refused: {other.parent} was run with another config ({difference}); rerun with "
                         f"--force to replace such trials, or give another --results-dir")

@@ -221,8 +221,10 @@ def _epoch_line(prefix: str, row: dict, epochs: int, best: bool) -> str:
 
 
 def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[dict], Any],
-              dataset: fmnist.FashionMNIST, label: str, log: Callable[[str], None]) -> dict:
-    """Train one trial to the end (resuming its checkpoint if any) and return its metrics record."""
+              dataset: fmnist.FashionMNIST, label: str, log: Callable[[str], None],
+              defaults: dict | None = None) -> tuple[dict, np.ndarray]:
+    """Train one trial to the end (resuming its checkpoint if any); its metrics record and the test
+    set's class probabilities. `defaults`: the experiment's CONFIG, for checkpoints of older code."""
     import keras
 
     from common import pipeline
@@ -231,9 +233,9 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     for litter in directory.rglob(".*.tmp*"):  # temporary files of a process killed mid-write
         litter.unlink(missing_ok=True)
     state = checkpoint.load_state()
-    if state is not None and config_difference(state.get("config", {}), config):
-        log(f"{label}: checkpoint was made with another config "
-            f"({config_difference(state.get('config', {}), config)}); starting the trial afresh")
+    difference = config_difference(state.get("config", {}), config, defaults) if state is not None else ""
+    if difference:
+        log(f"{label}: checkpoint was made with another config ({difference}); starting the trial afresh")
         checkpoint.remove()
         state = None
     seed = state["seed"] if state else trial_seed(config, trial)
@@ -241,7 +243,10 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         keras.utils.set_random_seed(seed)  # weight initialisation; the data order has its own seeds
     # build_model also learns the steps per epoch, for schedules such as cosine decay.
     steps_per_epoch = math.ceil(len(dataset.y_train) / config["batch_size"])
-    model = build_model({**config, "steps_per_epoch": steps_per_epoch})
+    try:
+        model = build_model({**config, "steps_per_epoch": steps_per_epoch})
+    except ValueError as e:  # a config value the experiment's model cannot take
+        raise UsageError(str(e)) from None
     if getattr(model, "optimizer", None) is None:
         raise UsageError("build_model(config) must return a compiled model (call model.compile)")
     if state:
@@ -395,7 +400,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
                     f"{copy.fingerprint[:16]}…) under the same name; move it away or give another "
                     f"--results-dir")
         if record is not None and not args.force:
-            difference = config_difference(record.get("config", {}), config)
+            difference = config_difference(record.get("config", {}), config, default_config)
             if difference:
                 raise UsageError(
                     f"{directory} was run with another config ({difference}); rerun with --force to "
@@ -425,7 +430,8 @@ def _run(folder, experiment, base, explanation, default_config, config, override
             if args.force:
                 Checkpoint(directory / "checkpoint").remove()
             label = f"{folder} trial {trial + 1}/{config['trials']}"
-            record, test_probabilities = run_trial(trial, directory, config, build_model, dataset, label, log)
+            record, test_probabilities = run_trial(trial, directory, config, build_model, dataset, label, log,
+                                                   default_config)
             results.write_predictions(directory / results.PREDICTIONS_FILE, test_probabilities, dataset.y_test)
             record = {"experiment": experiment, "folder": folder, "base": base,
                       "explanation": explanation, "smoke": args.smoke, **record,

@@ -352,3 +352,14 @@ def test_probe_options_valid_split_and_monitor(tiny_data, tmp_path, capsys):
     capsys.readouterr()
     assert module.main(args + ["--results-dir", str(tmp_path / "bad"), "--monitor", "accuracy"]) == runner.EXIT_USAGE
     assert "early stopping watches val_loss or val_accuracy" in capsys.readouterr().err
+
+
+def test_a_config_key_added_later_with_its_old_behaviour_does_not_split_the_trials():
+    from common import experiments
+
+    old = {"epochs": 10, "l2": 1e-3}  # written before the experiment had `bn_order`
+    new = {**experiments.RUNNER_DEFAULTS, "epochs": 10, "l2": 1e-3, "bn_order": "before_relu"}
+    assert experiments.config_difference(old, new, defaults={"bn_order": "before_relu"}) == ""
+    assert experiments.config_difference(old, {**new, "bn_order": "after_relu"}, {"bn_order": "before_relu"}) == \
+        "bn_order 'before_relu' -> 'after_relu'"
+    assert experiments.config_difference(old, new) == "bn_order None -> 'before_relu'"  # no default known
