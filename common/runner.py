@@ -5,10 +5,11 @@ data, and runs the trials that are not finished yet. A trial writes, under
 results/<data name>/<experiment folder>/trial_<i>/ (the data's name: offline-v2, official, ...):
 
     metrics.json   loss and accuracy per split, epochs, seed, config, provenance (written last)
-    history.csv    one row per finished epoch
+    history.csv    one row per epoch, written when the trial ends
     predictions.npz  the test set's class probabilities (see results.write_predictions)
-    checkpoint/    weights, optimizer and early-stopping state after the last finished epoch;
-                   deleted once metrics.json exists. A rerun resumes from it.
+    checkpoint/    weights, optimizer and early-stopping state after the last finished epoch, and
+                   history.csv so far (watch a running trial there); deleted once metrics.json
+                   exists. A rerun resumes from it. Never committed: only finished trials are results.
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ class Checkpoint:
             state["best_weights"] = f"best_epoch_{epoch}.weights.h5"
             shutil.copyfile(self.directory / state["weights"], self.directory / state["best_weights"])
         results.atomic_write_json(self.state_path, state)
-        keep = {state["weights"], state.get("best_weights"), self.state_path.name}
+        results.atomic_write_text(self.directory / results.HISTORY_FILE, history_csv(state["history"]))
+        keep = {state["weights"], state.get("best_weights"), self.state_path.name, results.HISTORY_FILE}
         for path in self.directory.iterdir():
             if path.name not in keep and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
@@ -287,8 +289,6 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         state["epoch"] = epoch
         state["wall_seconds"] += row["seconds"]
         checkpoint.save(model, state, improved)
-        results.atomic_write_text(directory / results.HISTORY_FILE,
-                                  pd.DataFrame(state["history"]).to_csv(index=False))
         log(_epoch_line(label, row, config["epochs"], improved))
 
     # Early stopping's restore_best_weights: evaluate the best epoch (lowest valid loss by default).
@@ -304,7 +304,13 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         "started_at": state["started_at"], "finished_at": results.now_iso(),
         "parameters": int(model.count_params()),
     }
+    # In the trial's folder only now: an unfinished trial leaves nothing there that looks like a result.
+    results.atomic_write_text(directory / results.HISTORY_FILE, history_csv(state["history"]))
     return record, test_probabilities
+
+
+def history_csv(history: list[dict]) -> str:
+    return pd.DataFrame(history).to_csv(index=False)
 
 
 def class_probabilities(model, x: np.ndarray) -> np.ndarray:

@@ -182,7 +182,10 @@ def test_killed_process_resumes_from_its_last_epoch(tiny_data, tiny_name, tmp_pa
     assert not (trial / "metrics.json").exists()
     killed_at = json.loads(state.read_text())["epoch"]
     assert 3 <= killed_at < 40
-    assert len(pd.read_csv(trial / "history.csv")) in (killed_at - 1, killed_at)  # whole rows, never half a file
+    # The history so far lives with the checkpoint, whole rows, never half a file; nothing in the
+    # trial's folder looks like a finished result.
+    assert len(pd.read_csv(trial / "checkpoint" / "history.csv")) in (killed_at - 1, killed_at)
+    assert sorted(p.name for p in trial.iterdir() if not p.name.startswith(".")) == ["checkpoint"]
 
     done = run_script(*args)
     assert done.returncode == 0, done.stderr
