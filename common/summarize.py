@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -184,7 +185,8 @@ def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
-def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: dict[str, str]) -> list[str]:
+def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: dict[str, str],
+                  results_dir: Path | None = None) -> list[str]:
     """A labelled table per data copy: results on different data are never in one table."""
     sections = []
     for name, group in summary.groupby("data", sort=True):
@@ -203,28 +205,52 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
             "Welch's t-test where both have 2+ trials, else whether ours lies inside the log's min–max; "
             "it sees the trial-to-trial spread only, not that the two test sets differ (4,443 of the "
             "official images here against all 10,000: about 0.004 of sampling error).",
-            remaining_compute(group, name),
+            remaining_compute(group, name, running_epoch_seconds(results_dir, name) if results_dir else None),
             *([plot_links[name]] if plot_links.get(name) else [])]
     return sections
 
 
-def remaining_compute(summary: pd.DataFrame, data: str) -> str:
-    """How much training is still missing on this data for every experiment's own trial count,
-    estimated from the median wall time of each experiment's finished trials."""
+def running_epoch_seconds(results_dir: Path, data: str) -> dict[str, float]:
+    """{experiment folder: median seconds per epoch} of the unfinished trials' checkpoints on this data."""
+    seconds: dict[str, list[float]] = {}
+    for state in sorted((results_dir / data).glob("*/trial_*/checkpoint/state.json")):
+        try:
+            rows = json.loads(state.read_text())["history"]
+            seconds.setdefault(state.parents[2].name, []).extend(float(row["seconds"]) for row in rows)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a checkpoint being written or of older code: no estimate from it
+    return {folder: float(np.median(values)) for folder, values in seconds.items() if values}
+
+
+def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str, float] | None = None) -> str:
+    """How much training is still missing on this data for every experiment's own trial count.
+
+    From the median wall time of each experiment's finished trials; for an experiment with none yet,
+    from the epoch times of its running trial (`epoch_seconds`) times the epochs it will likely run:
+    all of them without early stopping, else the median run of the finished experiments.
+    """
     rows = summary[summary.split == "test"].set_index("folder")
-    hours, unknown = 0.0, []
+    typical_epochs = float(((rows.epochs_run_min + rows.epochs_run_max) / 2).median()) if len(rows) else math.inf
+    hours, from_epochs, unknown = 0.0, [], []
     for folder in experiments.all_folders():
-        wanted = experiments.read_definition(folder).config["trials"]
-        if folder.name not in rows.index:
+        config = experiments.read_definition(folder).config
+        if folder.name in rows.index:
+            row = rows.loc[folder.name]
+            hours += max(0, config["trials"] - int(row.trials)) * row.trial_minutes / 60
+        elif folder.name in (epoch_seconds or {}):
+            epochs = config["epochs"] if config["patience"] >= config["epochs"] else min(config["epochs"], typical_epochs)
+            hours += config["trials"] * epochs * epoch_seconds[folder.name] / 3600
+            from_epochs.append(experiments.experiment_id(folder))
+        else:
             unknown.append(experiments.experiment_id(folder))
-            continue
-        row = rows.loc[folder.name]
-        hours += max(0, wanted - int(row.trials)) * row.trial_minutes / 60
     text = (f"*Still to run on `{data}`* to reach every experiment's own trial count: about {hours:.0f} "
-            f"trial-hours (median wall time of each experiment's finished trials as they ran here; "
-            f"two trials side by side on two cores take about {hours / 2:.0f} hours)")
+            f"trial-hours (median wall time of each experiment's finished trials as they ran here"
+            + (f"; for {', '.join(from_epochs)}, the epoch times of a running trial times the epochs "
+               f"it will likely run: {typical_epochs:.0f}, the median run so far, where early stopping "
+               f"ends it" if from_epochs else "")
+            + f"; two trials side by side on two cores take about {hours / 2:.0f} hours)")
     if unknown:
-        text += f", plus {', '.join(unknown)}, which have no finished trial to estimate from"
+        text += f", plus {', '.join(unknown)}, which have no measured epoch to estimate from"
     return text + "."
 
 
@@ -257,8 +283,9 @@ def plot_links(written: dict[str, dict[str, list[Path]]], readme: Path) -> dict[
     return links
 
 
-def readme_section(summary: pd.DataFrame, reference: pd.DataFrame, links: dict[str, str] | None = None) -> str:
-    ours = (data_sections(summary, reference, links or {}) if not summary.empty
+def readme_section(summary: pd.DataFrame, reference: pd.DataFrame, links: dict[str, str] | None = None,
+                   results_dir: Path | None = None) -> str:
+    ours = (data_sections(summary, reference, links or {}, results_dir) if not summary.empty
             else ["### Our results", "_No finished trials yet._"])
     return "\n\n".join([
         MARKER_START, *ours,
@@ -305,7 +332,7 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
     reference = load_reference()
     written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {})
     if readme is not None:
-        update_readme(readme, readme_section(summary, reference, plot_links(written, readme)))
+        update_readme(readme, readme_section(summary, reference, plot_links(written, readme), results_dir))
     n_experiments = summary["folder"].nunique() if not summary.empty else 0
     n_data = summary["data"].nunique() if not summary.empty else 0
     log(f"summarised {trials['path'].nunique() if not trials.empty else 0} trial(s) of "

@@ -146,3 +146,21 @@ def test_the_compute_still_to_run_is_estimated_from_the_finished_trials(results,
     text = readme.read_text()
     assert f"*Still to run on `{DATA}`* to reach every experiment's own trial count: about 9 trial-hours" in text
     assert "two cores take about 5 hours" in text and "plus exp002, exp003" in text and ", exp001," not in text
+
+
+def test_an_experiment_without_finished_trials_is_estimated_from_its_running_trials_epochs(results, tmp_path):
+    checkpoint = results / DATA / "exp111_cosine_decay" / "trial_0" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.json").write_text(json.dumps({"epoch": 3, "history": [
+        {"epoch": 1, "seconds": 100.0}, {"epoch": 2, "seconds": 110.0}, {"epoch": 3, "seconds": 120.0}]}))
+    broken = results / DATA / "exp112_lr_retune" / "trial_0" / "checkpoint"
+    broken.mkdir(parents=True)
+    (broken / "state.json").write_text("{half a fi")  # being written, or damaged: no estimate from it
+    readme = tmp_path / "README.md"
+    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
+    text = readme.read_text()
+    # exp111: 10 trials x 10.5 epochs (early stopping: the finished runs' median, 10 to 12 epochs)
+    # x 110 s = 3.2 hours; exp102's seven 12-second trials add a minute.
+    assert "about 3 trial-hours" in text and "for exp111, the epoch times of a running trial" in text
+    unknown = text.split("which have no measured epoch")[0].rsplit("plus ", 1)[1]
+    assert "exp112" in unknown and "exp111" not in unknown
