@@ -1,7 +1,8 @@
 """exp108: exp107 without regularisation and without seed fixing.
 
-Change from exp107: the L2 regulariser is removed, and seeds are no longer fixed: each trial
-draws a fresh seed, so reruns differ.
+Change from exp107: seeds are no longer fixed: each trial draws a fresh seed, so reruns differ.
+The log also removes "regularisation", but its losses show that exp107's merged model carried
+no L2 any more (see exp107's README): in effect only the seed fixing goes.
 Run: python exp108_no_reg_no_seed/train.py --help
 """
 
