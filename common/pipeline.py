@@ -56,3 +56,9 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, config: dict, batch_size: int = 5
     """Evaluation batches: never augmented, in file order. Batch size does not change the metrics."""
     ds = tf.data.Dataset.from_tensor_slices((x, labels_for(y, config)))
     return ds.batch(batch_size).prefetch(2).with_options(_options())
+
+
+def predict_dataset(x: np.ndarray, batch_size: int = 512) -> tf.data.Dataset:
+    """Images alone, in file order, for model.predict. (Given numpy arrays, Keras builds its own
+    pipeline, and under op determinism TensorFlow then logs a spurious NodeDef error.)"""
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(2).with_options(_options())

@@ -315,7 +315,9 @@ def history_csv(history: list[dict]) -> str:
 
 def class_probabilities(model, x: np.ndarray) -> np.ndarray:
     """The model's class probabilities for x, in order (a softmax over logits where the loss takes them)."""
-    outputs = model.predict(x, batch_size=512, verbose=0).astype(np.float64)
+    from common import pipeline
+
+    outputs = model.predict(pipeline.predict_dataset(x), verbose=0).astype(np.float64)
     if getattr(model.loss, "from_logits", False):
         outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))
         outputs /= outputs.sum(axis=1, keepdims=True)
