@@ -230,6 +230,7 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
             for trial, process in running.items():
                 trial.returncode = process.wait()
                 trial.error = "interrupted"
+                trial.seconds = time.time() - trial.seconds  # it held its start time while it ran
         finally:
             progress.close()
     return not interrupted
@@ -345,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    args.typical_seconds = typical_seconds(args.results_dir, copy.name)
+    # smoke trials take seconds: the full trials' times would only mislead
+    args.typical_seconds = {} if args.smoke else typical_seconds(args.results_dir, copy.name)
     if args.ray:
         from common import ray_backend
 

@@ -57,6 +57,18 @@ def test_time_left_comes_from_each_experiments_trials(monkeypatch):
     assert progress.counts() == "[1/3 trials, 0:31:00 elapsed, ~0:45:00 left]"
 
 
+def test_smoke_runs_do_not_take_their_time_left_from_full_trials(tiny_data, tiny_name, tmp_path):
+    slow = record("exp002", "exp002_conv", 0, 0.9, name=tiny_name)
+    slow["wall_seconds"] = 36000.0  # a full exp002 trial of ten hours in the results
+    write(tmp_path, "exp002_conv", 0, slow)
+    done = run_script("-m", "common.run_all", *SMOKE, "--data-dir", str(tiny_data), "--results-dir",
+                      str(tmp_path), cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    first = next(line for line in done.stdout.splitlines() if line.startswith("ok    exp001"))
+    hours = int(first.rsplit("~", 1)[1].split(":")[0])
+    assert hours == 0, first  # exp002's smoke trial is expected to take what exp001's took
+
+
 def test_selection_run_resume_and_report(tiny_data, tmp_path):
     args = ["-m", "common.run_all", "--only", "exp00[12]", "--data-dir", str(tiny_data), "--results-dir",
             str(tmp_path), "--epochs", "1", "--trials", "2", "--jobs", "2"]
