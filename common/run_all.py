@@ -346,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background (`cmd &` in a script), SIGINT arrives ignored: take it back, so that
+        # `kill -INT` and `timeout --signal=INT` stop the trials cleanly, as Ctrl-C does.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # smoke trials take seconds: the full trials' times would only mislead
     args.typical_seconds = {} if args.smoke else typical_seconds(args.results_dir, copy.name)
     if args.ray:

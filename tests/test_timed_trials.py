@@ -64,7 +64,10 @@ def test_run_all_interrupted_keeps_the_running_trial_resumable(tiny_data, tmp_pa
     """What the time limit does: SIGINT to run_all reaches the trial, which keeps its last epoch."""
     command = [sys.executable, "-m", "common.run_all", "--only", "exp001", "--trials", "1", "--epochs", "500",
                "--data-dir", str(tiny_data), "--results-dir", str(tmp_path)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # started as a script's background job is (`run_all &`): with SIGINT ignored, which run_all undoes
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=ignore_sigint)
     pattern = "*/exp001_simple_dense/trial_0/checkpoint/state.json"
     deadline = time.time() + 240
     while not any(tmp_path.glob(pattern)) and process.poll() is None and time.time() < deadline:
