@@ -165,7 +165,7 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
             interrupted = True
             for ref, trial in in_flight.items():
                 ray.cancel(ref, force=True)
-                trial.error = "interrupted"
+                progress.interrupted(trial)
         finally:
             progress.close()
             ray.shutdown()

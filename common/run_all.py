@@ -187,6 +187,11 @@ class Progress:
                 trial.error = errors[-1] if errors else (trial.tail[-1] if trial.tail else "no output")
             self.bar.write(f"FAIL  {trial.name} (exit {trial.returncode}): {trial.error} {self.counts()}")
 
+    def interrupted(self, trial: Trial) -> None:
+        """A trial stopped by an interrupt: it keeps its own time for the report and is not counted as ended."""
+        trial.error = "interrupted"
+        trial.seconds = time.time() - trial.seconds  # it held its start time while it ran
+
     def close(self) -> None:
         self.bar.close()
 
@@ -229,8 +234,7 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
                 process.send_signal(signal.SIGINT)  # each saves its last finished epoch and exits
             for trial, process in running.items():
                 trial.returncode = process.wait()
-                trial.error = "interrupted"
-                trial.seconds = time.time() - trial.seconds  # it held its start time while it ran
+                progress.interrupted(trial)
         finally:
             progress.close()
     return not interrupted
