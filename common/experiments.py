@@ -31,6 +31,11 @@ RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False, "test_time_flip": False, 
                    "valid_split": "stratified"}
 
 
+# Config keys that change only how a trained model is scored, never how it is trained.
+EVALUATION_KEYS = frozenset({"test_time_flip"})
+DECLARATIONS = ("EXPERIMENT", "BASE", "EXPLANATION", "CONFIG")  # what every train.py declares at its top
+
+
 def config_difference(old: dict, new: dict, defaults: dict | None = None) -> str:
     """The keys two configs of one experiment differ in, "" when they are the same recipe.
 
@@ -146,7 +151,7 @@ def _value(node: ast.expr):
 def read_definition(folder: Path) -> Definition:
     """EXPERIMENT, BASE, EXPLANATION and CONFIG of folder/train.py, read without running it."""
     path = folder / "train.py"
-    names = {"EXPERIMENT", "BASE", "EXPLANATION", "CONFIG"}
+    names = set(DECLARATIONS)
     values = {}
     for node in ast.parse(path.read_text(), filename=str(path)).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
@@ -162,3 +167,38 @@ def read_definition(folder: Path) -> Definition:
         raise ValueError(f"{path}: no top-level {', '.join(missing)}; every train.py declares "
                          f"EXPERIMENT, BASE, EXPLANATION and CONFIG")
     return Definition(values["EXPERIMENT"], values["BASE"], values["EXPLANATION"], values["CONFIG"])
+
+
+def _training_code(folder: Path) -> str:
+    """folder/train.py as code, without its docstring and declarations: what builds and trains the model."""
+    body = ast.parse((folder / "train.py").read_text()).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    body = [node for node in body if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                                          and isinstance(node.targets[0], ast.Name)
+                                          and node.targets[0].id in DECLARATIONS)]
+    return ast.dump(ast.Module(body=body, type_ignores=[]))  # comments and line numbers do not count
+
+
+def trains_like_base(folder: Path) -> Path | None:
+    """The base experiment's folder when `folder` trains exactly the base's models, else None.
+
+    That is an evaluation-only experiment (exp207 over exp206): its train.py differs from the base's
+    only in its docstring, its declarations' names and some config key in EVALUATION_KEYS. Its trials
+    can score the base's trained weights (same seed, same data) instead of training them again.
+    """
+    definition = read_definition(folder)
+    if not definition.base:
+        return None
+    try:
+        base = find(definition.base, folder.parent)
+    except UnknownExperiment:
+        return None
+    config, base_config = definition.effective_config(), read_definition(base).effective_config()
+    if config == base_config:
+        return None  # no evaluation change: a deliberate rerun of the recipe (exp005 of exp004) trains
+    training = {k: v for k, v in config.items() if k not in EVALUATION_KEYS}
+    base_training = {k: v for k, v in base_config.items() if k not in EVALUATION_KEYS}
+    if training != base_training or _training_code(folder) != _training_code(base):
+        return None
+    return base

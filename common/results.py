@@ -24,6 +24,8 @@ RESULTS_ENV_VAR = "FASHION_MNIST_RESULTS_DIR"  # e.g. a Google Drive folder in a
 SMOKE_SUBDIR = "smoke"  # smoke runs live apart, under results/smoke/, and are never summarised
 PLOTS_SUBDIR = "plots"  # the summary's plots; like smoke/, never a data name
 METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE = "metrics.json", "history.csv", "predictions.npz"
+# The trained weights a trial evaluated (no optimizer state): kept locally, never committed (.gitignore).
+WEIGHTS_FILE = "model.weights.h5"
 # Test-set probabilities are kept as uint8, p * 255 rounded (at most 0.002 off), beside the exact
 # predicted class: about 20 KB per trial for 4,443 test images, compressed.
 PROBABILITY_SCALE = 255

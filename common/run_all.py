@@ -11,7 +11,9 @@ loss or a bad config stops that trial only: the others go on, the failures are r
 end, and the exit code is 1. Trials hold a lock while they run, so two run_all processes on the
 same results directory never run the same trial twice. With --jobs N, N trials run side by side
 with cores/N TensorFlow threads each (thread count is part of what makes a trial reproducible:
-rerun with the same --jobs to get the same numbers). At the end the summary, plots and README
+rerun with the same --jobs to get the same numbers). An evaluation-only experiment (exp207: exp206
+scored with test-time flips) waits for its base's same trial and scores the weights it kept instead
+of training them again (under --ray it trains them itself). At the end the summary, plots and README
 table are regenerated (not after --smoke: smoke results are never summarised).
 """
 
@@ -50,6 +52,7 @@ class Trial:
     index: int
     trials: int  # how many trials the experiment runs in this invocation
     state: str = "pending"  # done | pending | resumable | locked
+    after: Trial | None = None  # the base's same trial, for an evaluation-only experiment: it waits for it
     returncode: int | None = None
     error: str = ""
     seconds: float = 0.0
@@ -90,6 +93,13 @@ def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_
             elif (directory / "checkpoint" / "state.json").exists():
                 trial.state = "resumable"
             trials.append(trial)
+    # An evaluation-only experiment (exp207 over exp206) scores the weights its base's same trial keeps:
+    # where that trial is still to run, start it first rather than train the same weights twice.
+    to_run = {(t.folder, t.index): t for t in trials if t.state in ("pending", "resumable")}
+    for folder in folders:
+        base = experiments.trains_like_base(folder)
+        for trial in (t for t in trials if t.folder == folder and base is not None):
+            trial.after = to_run.get((base, trial.index))
     return trials
 
 
@@ -196,6 +206,15 @@ class Progress:
         self.bar.close()
 
 
+def _next_ready(waiting: deque[Trial]) -> Trial | None:
+    """Take the first waiting trial that waits for no other (see Trial.after)."""
+    for trial in waiting:
+        if trial.after is None or trial.after.returncode is not None:
+            waiting.remove(trial)
+            return trial
+    return None
+
+
 def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool:
     """Run the trials as local processes, `args.jobs` at a time; returns False when interrupted."""
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
@@ -208,7 +227,9 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
         try:
             while waiting or running:
                 while waiting and len(running) < args.jobs:
-                    trial = waiting.popleft()
+                    trial = _next_ready(waiting)
+                    if trial is None:  # all wait for base trials that are running
+                        break
                     process = subprocess.Popen(trial_command(trial, args, threads), stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True, bufsize=1)
                     running[trial] = process
@@ -346,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                     t, args, max(1, int(args.cpus_per_trial)))))
             else:
                 command = trial_command(t, args, max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
-                print("would run: python", " ".join(command[2:]))
+                print("would run: python", " ".join(command[2:])
+                      + (f"  (after {t.after.name}: scores its weights)" if t.after else ""))
         return EXIT_OK
 
     args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,9 @@ results/<data name>/<experiment folder>/trial_<i>/ (the data's name: offline-v2,
     metrics.json   loss and accuracy per split, epochs, seed, config, provenance (written last)
     history.csv    one row per epoch, written when the trial ends
     predictions.npz  the test set's class probabilities (see results.write_predictions)
+    model.weights.h5  the weights it evaluated (its best epoch), without optimizer state: local,
+                   never committed; an evaluation-only experiment (exp207) scores its base's
+                   instead of training the same weights again
     checkpoint/    weights, optimizer and early-stopping state after the last finished epoch, and
                    history.csv so far (watch a running trial there); deleted once metrics.json
                    exists. A rerun resumes from it. Never committed: only finished trials are results.
@@ -30,6 +33,7 @@ import pandas as pd
 
 from common import augment, results
 from common import data as fmnist
+from common import experiments
 from common.experiments import RUNNER_DEFAULTS, config_difference
 
 # Config keys the runner itself reads; every other key is the experiment's own (build_model reads it).
@@ -222,6 +226,78 @@ def _epoch_line(prefix: str, row: dict, epochs: int, best: bool) -> str:
             f"  {row['seconds']:.1f}s{'  *' if best else ''}")
 
 
+def _build(build_model: Callable[[dict], Any], config: dict, dataset: fmnist.FashionMNIST):
+    # build_model also learns the steps per epoch, for schedules such as cosine decay.
+    steps_per_epoch = math.ceil(len(dataset.y_train) / config["batch_size"])
+    try:
+        model = build_model({**config, "steps_per_epoch": steps_per_epoch})
+    except ValueError as e:  # a config value the experiment's model cannot take
+        raise UsageError(str(e)) from None
+    if getattr(model, "optimizer", None) is None:
+        raise UsageError("build_model(config) must return a compiled model (call model.compile)")
+    return model
+
+
+def _layers_only(model):
+    """The same layers as a model without optimizer: its weights files hold the trained weights alone
+    (a third of the size with Adam), and load into any compiled model of the recipe without warnings."""
+    import keras
+
+    return keras.Model(model.inputs, model.outputs)
+
+
+def save_trained_weights(model, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.weights.h5")  # Keras insists on the .weights.h5 suffix
+    _layers_only(model).save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def reusable_base_trial(base_directory: Path | None, config: dict, trial: int, fingerprint: str,
+                        defaults: dict | None = None) -> dict | None:
+    """The base experiment's finished record of this trial when its kept weights are what this trial
+    would train: same data, same seed, same config but for the evaluation keys. Else None."""
+    if base_directory is None or not (base_directory / results.WEIGHTS_FILE).exists():
+        return None
+    record = _finished_record(base_directory / results.METRICS_FILE)
+    if record is None or record.get("provenance", {}).get("data", {}).get("fingerprint") != fingerprint:
+        return None
+    if config["fix_seed"] and record.get("seed") != trial_seed(config, trial):
+        return None
+    evaluation = {k: config[k] for k in experiments.EVALUATION_KEYS if k in config}
+    if config_difference({**record.get("config", {}), **evaluation}, config, defaults):
+        return None
+    return record
+
+
+def score_base_weights(trial: int, directory: Path, base: dict, base_directory: Path, config: dict,
+                       build_model: Callable[[dict], Any], dataset: fmnist.FashionMNIST, label: str,
+                       log: Callable[[str], None]) -> tuple[dict, np.ndarray]:
+    """An evaluation-only trial: score the weights the base's same trial trained, without training."""
+    import keras
+
+    start, started_at = time.perf_counter(), results.now_iso()
+    if config["fix_seed"]:
+        keras.utils.set_random_seed(base["seed"])
+    model = _build(build_model, config, dataset)
+    _layers_only(model).load_weights(base_directory / results.WEIGHTS_FILE)
+    log(f"{label}: scoring the weights {base['folder']} trial {base['trial']} trained (same seed, data and "
+        f"training config; {base['wall_seconds'] / 60:.0f} min of training not repeated)")
+    metrics, test_probabilities = evaluate(model, dataset, config)
+    shutil.copyfile(base_directory / results.HISTORY_FILE, directory / results.HISTORY_FILE)
+    record = {
+        "trial": trial, "seed": base["seed"], "seed_fixed": config["fix_seed"], "metrics": metrics,
+        "epochs_run": base["epochs_run"], "best_epoch": base["best_epoch"],
+        "stopped_early": base["stopped_early"],
+        "wall_seconds": round(time.perf_counter() - start, 1), "sittings": 1,
+        "started_at": started_at, "finished_at": results.now_iso(),
+        "parameters": int(model.count_params()),
+        "weights_from": {"folder": base["folder"], "trial": base["trial"], "wall_seconds": base["wall_seconds"],
+                         "finished_at": base["finished_at"], "hardware": base["provenance"]["hardware"]},
+    }
+    save_trained_weights(model, directory / results.WEIGHTS_FILE)
+    return record, test_probabilities
+
+
 def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[dict], Any],
               dataset: fmnist.FashionMNIST, label: str, log: Callable[[str], None],
               defaults: dict | None = None) -> tuple[dict, np.ndarray]:
@@ -243,14 +319,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     seed = state["seed"] if state else trial_seed(config, trial)
     if config["fix_seed"]:
         keras.utils.set_random_seed(seed)  # weight initialisation; the data order has its own seeds
-    # build_model also learns the steps per epoch, for schedules such as cosine decay.
-    steps_per_epoch = math.ceil(len(dataset.y_train) / config["batch_size"])
-    try:
-        model = build_model({**config, "steps_per_epoch": steps_per_epoch})
-    except ValueError as e:  # a config value the experiment's model cannot take
-        raise UsageError(str(e)) from None
-    if getattr(model, "optimizer", None) is None:
-        raise UsageError("build_model(config) must return a compiled model (call model.compile)")
+    model = _build(build_model, config, dataset)
     if state:
         checkpoint.restore(model, state["weights"])
         log(f"{label}: resuming after epoch {state['epoch']} (best so far: epoch {state['best_epoch']})")
@@ -306,6 +375,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     }
     # In the trial's folder only now: an unfinished trial leaves nothing there that looks like a result.
     results.atomic_write_text(directory / results.HISTORY_FILE, history_csv(state["history"]))
+    save_trained_weights(model, directory / results.WEIGHTS_FILE)
     return record, test_probabilities
 
 
@@ -365,7 +435,12 @@ def run_experiment(train_file: str, experiment: str, base: str | None, explanati
     parser = build_parser(folder, explanation, config)
     try:
         args, effective, overrides = parse_config(parser, config, argv)
-        return _run(folder, experiment, base, explanation, config, effective, overrides, args, build_model)
+        try:
+            trains_like = experiments.trains_like_base(Path(train_file).resolve().parent)
+        except (OSError, SyntaxError, ValueError):  # a base whose train.py cannot be read: train
+            trains_like = None
+        return _run(folder, experiment, base, explanation, config, effective, overrides, args, build_model,
+                    trains_like)
     except (fmnist.DataError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -379,7 +454,9 @@ def run_experiment(train_file: str, experiment: str, base: str | None, explanati
 
 
 def _run(folder, experiment, base, explanation, default_config, config, overrides, args,
-         build_model) -> int:
+         build_model, trains_like: Path | None = None) -> int:
+    """`trains_like`: the base's folder when this experiment only evaluates differently (see
+    experiments.trains_like_base); its trials then score the base's kept weights where they can."""
     def log(message: str) -> None:
         print(message, flush=True)
 
@@ -438,8 +515,18 @@ def _run(folder, experiment, base, explanation, default_config, config, override
             if args.force:
                 Checkpoint(directory / "checkpoint").remove()
             label = f"{folder} trial {trial + 1}/{config['trials']}"
-            record, test_probabilities = run_trial(trial, directory, config, build_model, dataset, label, log,
-                                                   default_config)
+            base_directory = (results.trial_dir(results_dir, copy.name, trains_like.name, trial, args.smoke)
+                              if trains_like else None)
+            base_record = reusable_base_trial(base_directory, config, trial, copy.fingerprint, default_config)
+            if base_record is not None:
+                record, test_probabilities = score_base_weights(trial, directory, base_record, base_directory,
+                                                                config, build_model, dataset, label, log)
+            else:
+                if trains_like:
+                    log(f"{label}: {trains_like.name} trial {trial} has not kept trained weights for this "
+                        f"recipe; training them here (the same training as {trains_like.name}'s)")
+                record, test_probabilities = run_trial(trial, directory, config, build_model, dataset, label,
+                                                       log, default_config)
             results.write_predictions(directory / results.PREDICTIONS_FILE, test_probabilities, dataset.y_test)
             record = {"experiment": experiment, "folder": folder, "base": base,
                       "explanation": explanation, "smoke": args.smoke, **record,

@@ -369,3 +369,61 @@ def test_a_config_key_added_later_with_its_old_behaviour_does_not_split_the_tria
     assert experiments.config_difference(old, {**new, "bn_order": "after_relu"}, {"bn_order": "before_relu"}) == \
         "bn_order 'before_relu' -> 'after_relu'"
     assert experiments.config_difference(old, new) == "bn_order None -> 'before_relu'"  # no default known
+
+
+def _evaluation_only_pair(root):
+    """exp901 (exp002's train.py) and exp902, the same but scored with test-time flips, as exp207 is to exp206."""
+    source = EXP002.read_text()
+    (root / "exp901_base").mkdir(parents=True)
+    (root / "exp901_base" / "train.py").write_text(source.replace('EXPERIMENT = "exp002"', 'EXPERIMENT = "exp901"'))
+    flip = (source.replace('EXPERIMENT = "exp002"', 'EXPERIMENT = "exp902"')
+            .replace('BASE = "exp001"', 'BASE = "exp901"')
+            .replace("CONFIG = dict(\n", "CONFIG = dict(\n    test_time_flip=True,  # evaluation only\n"))
+    assert flip.count("exp901") == 1 and "test_time_flip=True" in flip
+    (root / "exp902_flip").mkdir()
+    (root / "exp902_flip" / "train.py").write_text(flip)
+    return root / "exp901_base" / "train.py", root / "exp902_flip" / "train.py"
+
+
+def test_an_evaluation_only_experiment_scores_its_bases_kept_weights(tiny_data, tmp_path, capsys):
+    base_file, flip_file = _evaluation_only_pair(tmp_path / "code")
+    base, flip = load_train_module(base_file), load_train_module(flip_file)
+    args = ["--data-dir", str(tiny_data), "--epochs", "2", "--results-dir", str(tmp_path / "results")]
+    assert base.main(args) == 0
+    weights = trial_path(tmp_path / "results", "exp901_base") / results_module.WEIGHTS_FILE
+    assert weights.exists()  # kept, beside the result files
+    capsys.readouterr()
+    assert flip.main(args) == 0
+    out = capsys.readouterr().out
+    assert "scoring the weights exp901_base trial 0 trained" in out and "epoch   1/2" not in out
+    reused = read_metrics(tmp_path / "results", "exp902_flip")
+    trained = read_metrics(tmp_path / "results", "exp901_base")
+    assert reused["weights_from"]["folder"] == "exp901_base" and reused["weights_from"]["trial"] == 0
+    assert reused["epochs_run"] == trained["epochs_run"] and reused["config"]["test_time_flip"] is True
+    history = trial_path(tmp_path / "results", "exp902_flip") / "history.csv"
+    assert history.read_text() == (weights.parent / "history.csv").read_text()
+
+    # The same as training the weights again: exp901 run with the flip override trains them itself.
+    assert base.main(args[:-1] + [str(tmp_path / "retrained"), "--test_time_flip", "true"]) == 0
+    retrained = read_metrics(tmp_path / "retrained", "exp901_base")
+    assert "weights_from" not in retrained and reused["metrics"] == retrained["metrics"]
+
+    # Another training config (here fewer epochs) is not what the base trained: exp902 trains itself.
+    other = ["--data-dir", str(tiny_data), "--epochs", "1", "--results-dir", str(tmp_path / "results")]
+    capsys.readouterr()
+    assert flip.main(other + ["--force"]) == 0
+    out = capsys.readouterr().out
+    assert "has not kept trained weights for this recipe; training them here" in out and "epoch   1/1" in out
+    assert "weights_from" not in read_metrics(tmp_path / "results", "exp902_flip")
+
+
+def test_only_an_evaluation_change_with_the_same_code_reuses_weights(tmp_path):
+    from common import experiments
+
+    assert experiments.trains_like_base(REPO / "exp207_test_time_flip") == REPO / "exp206_longer_schedule"
+    assert experiments.trains_like_base(REPO / "exp206_longer_schedule") is None  # 80 epochs, not 40
+    assert experiments.trains_like_base(REPO / "exp005_colab") is None  # a deliberate rerun: it trains
+    base_file, flip_file = _evaluation_only_pair(tmp_path)
+    assert experiments.trains_like_base(flip_file.parent) == base_file.parent
+    flip_file.write_text(flip_file.read_text().replace("Conv2D(32, 3,", "Conv2D(16, 3,", 1))
+    assert experiments.trains_like_base(flip_file.parent) is None  # another model: not the base's weights

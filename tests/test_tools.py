@@ -37,6 +37,25 @@ def test_round_robin_runs_trial_by_trial_across_experiments(tiny_data, tmp_path)
     assert order == ["exp001_simple_dense 0", "exp002_conv 0", "exp001_simple_dense 1", "exp002_conv 1"]
 
 
+def test_an_evaluation_only_trial_waits_for_its_bases_same_trial(tiny_data, tmp_path):
+    """exp207 scores the weights exp206 keeps: run_all starts exp207 trial i only once exp206 trial i has ended."""
+    import argparse
+    from collections import deque
+
+    folders = [REPO / "exp205_sgd_weight_decay", REPO / "exp206_longer_schedule", REPO / "exp207_test_time_flip"]
+    args = argparse.Namespace(trials=2, smoke=False, force=False)
+    trials = {(t.folder.name[:6], t.index): t for t in run_all.plan(folders, args, tmp_path, "tiny")}
+    assert trials["exp207", 1].after is trials["exp206", 1] and trials["exp206", 1].after is None
+    waiting = deque([trials["exp207", 0], trials["exp205", 1], trials["exp206", 1], trials["exp207", 1]])
+    assert run_all._next_ready(waiting) is trials["exp205", 1]  # exp206 trial 0 still runs
+    trials["exp206", 0].returncode = 0
+    assert run_all._next_ready(waiting) is trials["exp207", 0]
+    assert run_all._next_ready(waiting) is trials["exp206", 1] and run_all._next_ready(waiting) is None
+    done = run_script("-m", "common.run_all", "--only", "exp20[67]", "--trials", "1", "--dry-run",
+                      "--data-dir", str(tiny_data), "--results-dir", str(tmp_path), cwd=REPO)
+    assert "(after exp206_longer_schedule trial 0: scores its weights)" in done.stdout
+
+
 def test_time_left_comes_from_each_experiments_trials(monkeypatch):
     from pathlib import Path
 
