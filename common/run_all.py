@@ -222,7 +222,7 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
     lines: queue.Queue = queue.Queue()
     progress = Progress(todo, args.jobs, args.typical_seconds)
     interrupted = False
-    with open(log_path, "a") as log:
+    with open(log_path, "a", buffering=1) as log:  # line by line: `tail -f` it to watch the trials
         log.write(f"\n=== run_all started {results.now_iso()}: {len(todo)} trial(s) ===\n")
         try:
             while waiting or running:

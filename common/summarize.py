@@ -18,6 +18,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -222,33 +223,72 @@ def running_epoch_seconds(results_dir: Path, data: str) -> dict[str, float]:
     return {folder: float(np.median(values)) for folder, values in seconds.items() if values}
 
 
-def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str, float] | None = None) -> str:
+def _bases(folder: Path) -> Iterator[Path]:
+    """An experiment's base, the base's base, and so on, while each has a single base."""
+    while True:
+        base = experiments.read_definition(folder).base
+        try:
+            folder = experiments.find(base) if base else None
+        except experiments.UnknownExperiment:  # "exp106, exp007": two bases, no single chain
+            folder = None
+        if folder is None:
+            return
+        yield folder
+
+
+def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str, float] | None = None,
+                      folders: list[Path] | None = None) -> str:
     """How much training is still missing on this data for every experiment's own trial count.
 
-    From the median wall time of each experiment's finished trials; for an experiment with none yet,
-    from the epoch times of its running trial (`epoch_seconds`) times the epochs it will likely run:
-    all of them without early stopping, else the median run of the finished experiments.
+    From the median wall time of each experiment's finished trials. For an experiment with none yet:
+    the epoch time of its running trial (`epoch_seconds`), else of its nearest base that has one (a
+    fair guess where the step keeps the model, as the exp2xx steps do), times the epochs a trial will
+    likely run: all of them without early stopping, else the share of its epochs that its nearest
+    finished base ran (or the median run of the finished experiments). An evaluation-only experiment
+    (exp207) scores its base's weights: minutes, not counted. `folders`: the experiments to count
+    (default: all of them).
     """
     rows = summary[summary.split == "test"].set_index("folder")
+    epoch_seconds = dict(epoch_seconds or {})
+    for folder, row in rows.iterrows():  # finished trials: their wall time over the epochs they ran
+        epoch_seconds.setdefault(folder, row.trial_minutes * 60 / max(1.0, (row.epochs_run_min + row.epochs_run_max) / 2))
     typical_epochs = float(((rows.epochs_run_min + rows.epochs_run_max) / 2).median()) if len(rows) else math.inf
-    hours, from_epochs, unknown = 0.0, [], []
-    for folder in experiments.all_folders():
+    hours, from_epochs, from_base, evaluation_only, unknown = 0.0, [], {}, [], []
+    for folder in experiments.all_folders() if folders is None else folders:
         config = experiments.read_definition(folder).config
         if folder.name in rows.index:
             row = rows.loc[folder.name]
             hours += max(0, config["trials"] - int(row.trials)) * row.trial_minutes / 60
-        elif folder.name in (epoch_seconds or {}):
-            epochs = config["epochs"] if config["patience"] >= config["epochs"] else min(config["epochs"], typical_epochs)
-            hours += config["trials"] * epochs * epoch_seconds[folder.name] / 3600
+            continue
+        if experiments.trains_like_base(folder):
+            evaluation_only.append(experiments.experiment_id(folder))
+            continue
+        timed = folder if folder.name in epoch_seconds else next(
+            (base for base in _bases(folder) if base.name in epoch_seconds), None)
+        if timed is None:
+            unknown.append(experiments.experiment_id(folder))
+            continue
+        epochs = config["epochs"]
+        if config["patience"] < epochs:  # early stopping: as its nearest finished base did, in proportion
+            finished = next((base for base in _bases(folder) if base.name in rows.index), None)
+            share = ((rows.loc[finished.name, "epochs_run_min"] + rows.loc[finished.name, "epochs_run_max"]) / 2
+                     / rows.loc[finished.name, "epochs_max"]) if finished else typical_epochs / epochs
+            epochs = min(epochs, epochs * share)
+        hours += config["trials"] * epochs * epoch_seconds[timed.name] / 3600
+        if timed == folder:
             from_epochs.append(experiments.experiment_id(folder))
         else:
-            unknown.append(experiments.experiment_id(folder))
+            from_base.setdefault(experiments.experiment_id(timed), []).append(experiments.experiment_id(folder))
     text = (f"*Still to run on `{data}`* to reach every experiment's own trial count: about {hours:.0f} "
             f"trial-hours (median wall time of each experiment's finished trials as they ran here"
-            + (f"; for {', '.join(from_epochs)}, the epoch times of a running trial times the epochs "
-               f"it will likely run: {typical_epochs:.0f}, the median run so far, where early stopping "
-               f"ends it" if from_epochs else "")
+            + (f"; for {', '.join(from_epochs)}, the epoch time of a running trial" if from_epochs else "")
+            + "".join(f"; for {', '.join(ids)}, not run yet, the epoch time of {base}" for base, ids in from_base.items())
+            + ("; times the epochs a trial will likely run: where early stopping ends it, the share of "
+               "its epochs that its nearest finished base ran" if from_epochs or from_base else "")
             + f"; two trials side by side on two cores take about {hours / 2:.0f} hours)")
+    if evaluation_only:
+        one = len(evaluation_only) == 1
+        text += f"; {', '.join(evaluation_only)} only score{'s its' if one else ' their'} base's weights (minutes)"
     if unknown:
         text += f", plus {', '.join(unknown)}, which have no measured epoch to estimate from"
     return text + "."

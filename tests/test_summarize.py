@@ -136,19 +136,30 @@ def test_test_time_flip_is_shown_in_the_table(results, tmp_path):
     assert "| flip |" in rows["exp207"] and "| flip |" not in rows["exp102"]
 
 
+def _remaining(results, *ids, epoch_seconds=None):
+    """The README's "still to run" sentence for these experiments only."""
+    from common import experiments
+
+    trials, _ = summarize.collect_trials(results)
+    summary = summarize.summarize_trials(trials, results)
+    folders = [experiments.find(i) for i in ids]
+    return summarize.remaining_compute(summary, DATA, epoch_seconds, folders=folders)
+
+
 def test_the_compute_still_to_run_is_estimated_from_the_finished_trials(results, tmp_path):
     hour_long = record("exp110", "exp110_resnet", 0, 0.91, default_trials=10)
     hour_long["wall_seconds"] = 3600.0
     write(results, "exp110_resnet", 0, hour_long)
-    readme = tmp_path / "README.md"
-    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
     # exp110: 9 more trials of 1 hour; exp102: 7 more of 12 s; exp001: done (its train.py asks for 1).
-    text = readme.read_text()
+    text = _remaining(results, "exp001", "exp102", "exp110")
     assert f"*Still to run on `{DATA}`* to reach every experiment's own trial count: about 9 trial-hours" in text
-    assert "two cores take about 5 hours" in text and "plus exp002, exp003" in text and ", exp001," not in text
+    assert "two cores take about 5 hours" in text and "not run yet" not in text
+    readme = tmp_path / "README.md"  # the whole repository's sentence, in the README
+    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
+    assert f"*Still to run on `{DATA}`*" in readme.read_text()
 
 
-def test_an_experiment_without_finished_trials_is_estimated_from_its_running_trials_epochs(results, tmp_path):
+def test_an_experiment_without_finished_trials_is_estimated_from_its_running_trials_epochs(results):
     checkpoint = results / DATA / "exp111_cosine_decay" / "trial_0" / "checkpoint"
     checkpoint.mkdir(parents=True)
     (checkpoint / "state.json").write_text(json.dumps({"epoch": 3, "history": [
@@ -156,11 +167,26 @@ def test_an_experiment_without_finished_trials_is_estimated_from_its_running_tri
     broken = results / DATA / "exp112_lr_retune" / "trial_0" / "checkpoint"
     broken.mkdir(parents=True)
     (broken / "state.json").write_text("{half a fi")  # being written, or damaged: no estimate from it
-    readme = tmp_path / "README.md"
-    summarize.main(["--results-dir", str(results), "--readme", str(readme)])
-    text = readme.read_text()
-    # exp111: 10 trials x 10.5 epochs (early stopping: the finished runs' median, 10 to 12 epochs)
-    # x 110 s = 3.2 hours; exp102's seven 12-second trials add a minute.
-    assert "about 3 trial-hours" in text and "for exp111, the epoch times of a running trial" in text
+    epoch_seconds = summarize.running_epoch_seconds(results, DATA)
+    assert epoch_seconds == {"exp111_cosine_decay": 110.0}
+    text = _remaining(results, "exp001", "exp102", "exp111", "exp109", epoch_seconds=epoch_seconds)
+    # exp111: 10 trials x 10.5 epochs (early stopping, and no finished base: the finished runs' median,
+    # 10 to 12 epochs) x 110 s = 3.2 hours; exp102's seven 12-second trials add a minute.
+    assert "about 3 trial-hours" in text and "for exp111, the epoch time of a running trial" in text
     unknown = text.split("which have no measured epoch")[0].rsplit("plus ", 1)[1]
-    assert "exp112" in unknown and "exp111" not in unknown
+    assert unknown.strip(" ,") == "exp109"  # its base, "exp107, exp106", is no single chain
+    # exp112 has no epoch of its own (its checkpoint is broken): its base exp111's epoch time.
+    text = _remaining(results, "exp111", "exp112", epoch_seconds=epoch_seconds)
+    assert "about 6 trial-hours" in text and "for exp112, not run yet, the epoch time of exp111" in text
+
+
+def test_a_new_experiment_is_estimated_from_its_bases_epochs_and_an_evaluation_only_one_is_free(results):
+    finished = record("exp114", "exp114_mixup_resnet", 0, 0.93, default_trials=10)
+    finished.update(epochs_run=30, epochs_max=40, wall_seconds=6000.0)  # 200 s an epoch, 30 of 40 epochs
+    write(results, "exp114_mixup_resnet", 0, finished)
+    text = _remaining(results, "exp114", "exp201", "exp206", "exp207")
+    # exp114: 9 more trials of 6000 s = 15 h. exp201 (3 trials, 40 epochs, patience 10) runs 3/4 of its
+    # epochs as exp114 did: 3 x 30 x 200 s = 5 h; exp206 (80 epochs): 3 x 60 x 200 s = 10 h.
+    assert "about 30 trial-hours" in text and "two cores take about 15 hours" in text
+    assert "for exp201, exp206, not run yet, the epoch time of exp114" in text
+    assert "exp207 only scores its base's weights (minutes)" in text and "no measured epoch" not in text
