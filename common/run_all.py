@@ -4,6 +4,7 @@
     python -m common.run_all --only 'exp1*' exp007 --jobs 2
     python -m common.run_all --from exp105 --dry-run
     python -m common.run_all --only 'exp1*' --round-robin --jobs 2   # rows grow together
+    python -m common.run_all --only 'exp2*' --only 'exp1*' --round-robin --jobs 2   # exp2xx first
     python -m common.run_all --ray auto --gpus-per-trial 0.25        # on a Ray cluster
 
 Each trial runs as its own `python expNNN_<slug>/train.py --trial I` process, so a crash, a NaN
@@ -288,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.run_all", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 2)[2])
-    parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help="ids, folder names or patterns (quote them: 'exp1*')")
+    parser.add_argument("--only", nargs="+", action="append", metavar="NAME",
+                        help="ids, folder names or patterns (quote them: 'exp1*'); given again, a later "
+                             "stage of one queue: --only 'exp2*' --only 'exp1*' runs every exp2xx trial "
+                             "before any exp1xx one, and no core waits between the two")
     parser.add_argument("--from", dest="start", metavar="NAME", help="start at this experiment")
     parser.add_argument("--trials", type=int, help="trials per experiment (default: each one's own)")
     parser.add_argument("--epochs", type=int, help="cap the epochs (recorded, and shown in the table)")
@@ -325,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cpus-per-trial must be positive, --gpus-per-trial and --retries not negative")
     args.results_dir = args.results_dir.expanduser().resolve()
     try:
-        folders = experiments.select(args.only, args.start)
+        stages = [experiments.select(only, args.start) for only in (args.only or [None])]
     except experiments.UnknownExperiment as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    folders = list(dict.fromkeys(folder for stage in stages for folder in stage))  # a folder runs in its first stage
     if not folders:
         print("error: no experiment selected", file=sys.stderr)
         return EXIT_USAGE
@@ -347,9 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # a train.py whose CONFIG cannot be read without running it
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    todo = [t for t in trials if t.state in ("pending", "resumable")]
-    if args.round_robin:
-        todo.sort(key=lambda t: t.index)  # stable: experiment order within each round
+    todo = []
+    for stage in stages:  # one queue, stage after stage
+        queued = set(todo)
+        stage_todo = [t for t in trials if t.folder in stage and t.state in ("pending", "resumable") and t not in queued]
+        if args.round_robin:
+            stage_todo.sort(key=lambda t: t.index)  # stable: experiment order within each round
+        todo += stage_todo
     overview = pd.DataFrame([{"experiment": t.folder.name, "trial": t.index, "state": t.state} for t in trials])
     counts = overview.groupby(["experiment", "state"], sort=False).size().unstack(fill_value=0)
     print(f"data: {copy.name} ({copy.description}; sha256 {copy.fingerprint[:16]}…); results in "

@@ -56,6 +56,17 @@ def test_an_evaluation_only_trial_waits_for_its_bases_same_trial(tiny_data, tmp_
     assert "(after exp206_longer_schedule trial 0: scores its weights)" in done.stdout
 
 
+def test_only_given_again_queues_a_later_stage(tiny_data, tmp_path):
+    done = run_script("-m", "common.run_all", "--only", "exp002", "--only", "exp001", "exp002", "--trials", "2",
+                      "--round-robin", "--dry-run", "--data-dir", str(tiny_data), "--results-dir", str(tmp_path),
+                      cwd=REPO)
+    order = [line.split("/train.py --trial ")[0].rsplit("/", 1)[1] + " " + line.split("--trial ")[1][0]
+             for line in done.stdout.splitlines() if line.startswith("would run")]
+    # exp002 in the first stage only; the second stage adds exp001's trials after it, round by round.
+    assert order == ["exp002_conv 0", "exp002_conv 1", "exp001_simple_dense 0", "exp001_simple_dense 1"]
+    assert "2 experiment(s), 4 trial(s): 4 to run" in done.stdout
+
+
 def test_time_left_comes_from_each_experiments_trials(monkeypatch):
     from pathlib import Path
 
