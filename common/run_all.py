@@ -272,10 +272,11 @@ def typical_seconds(results_dir: Path, data_name: str) -> dict[str, float]:
 
 
 def report(trials: list[Trial], ran: list[Trial]) -> pd.DataFrame:
+    """Per experiment: trials done, and of `ran` (the queue) those that started: ran now, failed, minutes."""
     rows = []
     for folder in dict.fromkeys(t.folder for t in trials):
         mine = [t for t in trials if t.folder == folder]
-        now = [t for t in ran if t.folder == folder]
+        now = [t for t in ran if t.folder == folder and (t.returncode is not None or t.error)]  # started
         failed = [t for t in now if t.returncode not in (0, None) or t.error]
         finished = sum(t.state == "done" for t in mine) + sum(t.returncode == 0 and not t.error for t in now)
         rows.append({"experiment": folder.name, "trials done": f"{finished}/{len(mine)}",

@@ -67,6 +67,13 @@ def test_only_given_again_queues_a_later_stage(tiny_data, tmp_path):
     assert "2 experiment(s), 4 trial(s): 4 to run" in done.stdout
 
 
+def test_the_report_after_an_interrupt_counts_only_the_trials_that_started():
+    queue = [run_all.Trial(REPO / "exp201_random_crop", i, 3) for i in range(3)]
+    queue[0].returncode, queue[0].error, queue[0].seconds = 130, "interrupted", 600.0  # stopped mid-trial
+    table = run_all.report(queue, queue).set_index("experiment").loc["exp201_random_crop"]
+    assert (table["trials done"], table["ran now"], table["minutes"]) == ("0/3", 1, 10.0)
+
+
 def test_time_left_comes_from_each_experiments_trials(monkeypatch):
     from pathlib import Path
 
