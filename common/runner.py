@@ -283,7 +283,7 @@ def score_base_weights(trial: int, directory: Path, base: dict, base_directory: 
     log(f"{label}: scoring the weights {base['folder']} trial {base['trial']} trained (same seed, data and "
         f"training config; {base['wall_seconds'] / 60:.0f} min of training not repeated)")
     metrics, test_probabilities = evaluate(model, dataset, config)
-    shutil.copyfile(base_directory / results.HISTORY_FILE, directory / results.HISTORY_FILE)
+    results.atomic_write_bytes(directory / results.HISTORY_FILE, (base_directory / results.HISTORY_FILE).read_bytes())
     record = {
         "trial": trial, "seed": base["seed"], "seed_fixed": config["fix_seed"], "metrics": metrics,
         "epochs_run": base["epochs_run"], "best_epoch": base["best_epoch"],
@@ -292,7 +292,8 @@ def score_base_weights(trial: int, directory: Path, base: dict, base_directory: 
         "started_at": started_at, "finished_at": results.now_iso(),
         "parameters": int(model.count_params()),
         "weights_from": {"folder": base["folder"], "trial": base["trial"], "wall_seconds": base["wall_seconds"],
-                         "finished_at": base["finished_at"], "hardware": base["provenance"]["hardware"]},
+                         "finished_at": base.get("finished_at"),
+                         "hardware": base.get("provenance", {}).get("hardware")},
     }
     save_trained_weights(model, directory / results.WEIGHTS_FILE)
     return record, test_probabilities
