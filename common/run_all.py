@@ -229,8 +229,9 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
             while waiting or running:
                 while waiting and len(running) < args.jobs:
                     trial = _next_ready(waiting)
-                    if trial is None:  # all wait for base trials that are running
+                    if trial is None and running:  # all wait for base trials that are running
                         break
+                    trial = trial or waiting.popleft()  # nothing runs that they wait for: never hang
                     process = subprocess.Popen(trial_command(trial, args, threads), stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True, bufsize=1)
                     running[trial] = process
