@@ -133,6 +133,11 @@ def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, da
     table = config_diff(a, b)
     out.append("(identical)" if table.empty else
                summarize.markdown_table(table) if markdown else table.to_string(index=False))
+    for one, other in ((a, b), (b, a)):
+        if experiments.trains_like_base(one) == other:
+            out.extend(["", f"{one.name} trains exactly what {other.name} trains (they differ in evaluation "
+                            f"only): its trials score the weights {other.name}'s trials kept (without them, they "
+                            f"train the same recipe), so the metrics below differ by the evaluation alone."])
 
     heading("Metrics")
     trials, problems = summarize.collect_trials(results_dir)

@@ -209,6 +209,14 @@ def test_diff_markdown_and_no_results(tmp_path):
     assert "No results yet for exp001_simple_dense and exp002_conv" in text
 
 
+def test_diff_says_when_one_experiment_only_evaluates_the_others_weights(tmp_path, capsys):
+    assert diff.main(["exp206", "exp207", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "exp207_test_time_flip trains exactly what exp206_longer_schedule trains" in out
+    assert diff.main(["exp205", "exp206", "--results-dir", str(tmp_path)]) == 0
+    assert "trains exactly what" not in capsys.readouterr().out  # 80 epochs against 40: another training
+
+
 def test_diff_unknown_name(capsys):
     assert diff.main(["exp001", "exp999"]) == 2
     assert "no experiment 'exp999'; candidates:" in capsys.readouterr().err
