@@ -119,6 +119,47 @@ def summarize_trials(trials: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     return table.merge(pd.DataFrame(ensembles, columns=columns), on=["data", "folder", "split"], how="left")
 
 
+STEP_COLUMNS = ["data", "step", "base", "experiment", "change", "trials_base", "trials", "test_delta", "welch_p",
+                "ensemble_base", "ensemble", "fixed", "broken", "mcnemar_p", "log_delta", "log_welch_p"]
+
+
+def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+    """steps.csv: every experiment against each of its bases on the same data.
+
+    The change of the mean test accuracy with Welch's p (both sides with 2+ trials); the two ensembles
+    (or single trials) on the same test images, with the images the step fixed and broke and
+    McNemar's exact test; and the log's change with its Welch p, where the log has both rows.
+    """
+    test = trials[trials.split == "test"]
+    log = reference[reference.split == "test"].set_index("experiment")
+    rows = []
+    for (data, folder), after in test.groupby(["data", "folder"], sort=True):
+        experiment, listed = after.experiment.iloc[0], after.base.iloc[0]
+        for base in (listed.split(", ") if isinstance(listed, str) and listed else []):  # "exp106, exp007": both
+            before = test[(test.data == data) & (test.experiment == base)]
+            if before.empty or base == experiment:
+                continue
+            row = {"data": data, "step": f"{base} → {experiment}", "base": base, "experiment": experiment,
+                   "change": after.explanation.iloc[0], "trials_base": len(before), "trials": len(after),
+                   "test_delta": after.accuracy.mean() - before.accuracy.mean(),
+                   "welch_p": stats.welch_p(before.accuracy.mean(), before.accuracy.std(), len(before),
+                                            after.accuracy.mean(), after.accuracy.std(), len(after))}
+            ensemble_base = predictions.ensemble(predictions.load(results_dir, sorted(set(before.path))))
+            ensemble = predictions.ensemble(predictions.load(results_dir, sorted(set(after.path))))
+            if ensemble_base is not None and ensemble is not None and np.array_equal(ensemble_base.labels,
+                                                                                     ensemble.labels):
+                paired = predictions.mcnemar(ensemble_base.correct, ensemble.correct)
+                row.update(ensemble_base=ensemble_base.accuracy, ensemble=ensemble.accuracy,
+                           fixed=paired.only_b, broken=paired.only_a, mcnemar_p=paired.p_value)
+            if base in log.index and experiment in log.index:
+                a, b = log.loc[base], log.loc[experiment]
+                row.update(log_delta=b.acc_mean - a.acc_mean,
+                           log_welch_p=stats.welch_p(a.acc_mean, a.acc_std, int(a.trials),
+                                                     b.acc_mean, b.acc_std, int(b.trials)))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=STEP_COLUMNS)
+
+
 def load_reference(path: Path = REFERENCE_CSV) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"experiment": str, "base": str}, keep_default_na=False,
                        na_values={c: [""] for c in ("loss_std", "loss_min", "loss_max", "acc_std",
@@ -186,12 +227,31 @@ def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
+def _p(p: float) -> str:
+    return "" if pd.isna(p) else f", p={p:.2g}" if p >= 0.001 else ", p<0.001"
+
+
+def steps_table(steps: pd.DataFrame) -> str:
+    """One row per step of one data copy: ours (trial means, then the same images), the log's beside."""
+    rows = []
+    for step in steps.itertuples(index=False):
+        paired = ("–" if pd.isna(step.mcnemar_p) else
+                  f"{step.ensemble_base:.4f} → {step.ensemble:.4f}, {int(step.fixed)}/{int(step.broken)}{_p(step.mcnemar_p)}")
+        rows.append({"Step": step.step, "Change": step.change, "Trials": f"{step.trials_base} → {step.trials}",
+                     "Test acc. Δ, Welch p": f"{step.test_delta:+.4f}{_p(step.welch_p)}",
+                     "Ensembles: test acc., fixed/broken, McNemar p": paired,
+                     "Original log: Δ, Welch p": ("–" if pd.isna(step.log_delta)
+                                                  else f"{step.log_delta:+.4f}{_p(step.log_welch_p)}")})
+    return markdown_table(pd.DataFrame(rows))
+
+
 def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: dict[str, str],
-                  results_dir: Path | None = None) -> list[str]:
+                  results_dir: Path | None = None, steps: pd.DataFrame | None = None) -> list[str]:
     """A labelled table per data copy: results on different data are never in one table."""
     sections = []
     for name, group in summary.groupby("data", sort=True):
         first = group.iloc[0]
+        mine = steps[steps.data == name] if steps is not None else pd.DataFrame()
         sections += [
             f"### Our results on `{name}`",
             f"Data `{name}`: {first.data_description} (sha256 {first.data_fingerprint[:16]}…).",
@@ -207,6 +267,16 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
             "it sees the trial-to-trial spread only, not that the two test sets differ (4,443 of the "
             "official images here against all 10,000: about 0.004 of sampling error).",
             remaining_compute(group, name, running_epoch_seconds(results_dir, name) if results_dir else None),
+            *([f"#### Step by step on `{name}`",
+               "Each experiment against its base (`results/steps.csv`; `python -m common.diff BASE EXP` for "
+               "one step in full). *Test acc. Δ*: the change of the mean over trials, with Welch's t-test "
+               "where both sides have 2+ trials: would another trial of the step score better? "
+               "*Ensembles*: each side's trials averaged (or its one trial), on the same test images: the "
+               "images the step fixed and broke, and McNemar's exact test: do the step's predictions beat "
+               "its base's on these very images? An ensemble of more trials scores higher by itself, so "
+               "compare steps with equal trial counts. *Original log*: the log's own change, 10 trials a "
+               "side where it ran them.",
+               steps_table(mine)] if not mine.empty else []),
             *([plot_links[name]] if plot_links.get(name) else [])]
     return sections
 
@@ -324,8 +394,8 @@ def plot_links(written: dict[str, dict[str, list[Path]]], readme: Path) -> dict[
 
 
 def readme_section(summary: pd.DataFrame, reference: pd.DataFrame, links: dict[str, str] | None = None,
-                   results_dir: Path | None = None) -> str:
-    ours = (data_sections(summary, reference, links or {}, results_dir) if not summary.empty
+                   results_dir: Path | None = None, steps: pd.DataFrame | None = None) -> str:
+    ours = (data_sections(summary, reference, links or {}, results_dir, steps) if not summary.empty
             else ["### Our results", "_No finished trials yet._"])
     return "\n\n".join([
         MARKER_START, *ours,
@@ -370,9 +440,11 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
     results.atomic_write_text(results_dir / "trials.csv", trials.to_csv(index=False))
     results.atomic_write_text(results_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     reference = load_reference()
+    steps = step_comparisons(trials, reference, results_dir) if not trials.empty else pd.DataFrame(columns=STEP_COLUMNS)
+    results.atomic_write_text(results_dir / "steps.csv", steps.to_csv(index=False, float_format="%.6g"))
     written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {})
     if readme is not None:
-        update_readme(readme, readme_section(summary, reference, plot_links(written, readme), results_dir))
+        update_readme(readme, readme_section(summary, reference, plot_links(written, readme), results_dir, steps))
     n_experiments = summary["folder"].nunique() if not summary.empty else 0
     n_data = summary["data"].nunique() if not summary.empty else 0
     log(f"summarised {trials['path'].nunique() if not trials.empty else 0} trial(s) of "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -190,3 +191,35 @@ def test_a_new_experiment_is_estimated_from_its_bases_epochs_and_an_evaluation_o
     assert "about 30 trial-hours" in text and "two cores take about 15 hours" in text
     assert "for exp201, exp206, not run yet, the epoch time of exp114" in text
     assert "exp207 only scores its base's weights (minutes)" in text and "no measured epoch" not in text
+
+
+def test_each_step_against_its_bases_by_welch_mcnemar_and_the_log(results, tmp_path):
+    from common import results as results_module
+
+    labels = np.arange(10)
+    def probabilities(right):  # one-hot on the true class for the images in `right`, else on the next class
+        predicted = np.where(np.isin(np.arange(10), right), labels, (labels + 1) % 10)
+        return np.eye(10)[predicted]
+    results_module.write_predictions(results / DATA / "exp001_simple_dense" / "trial_0" / "predictions.npz",
+                                     probabilities(range(0, 6)), labels)
+    for trial in range(3):
+        results_module.write_predictions(results / DATA / "exp102_conv" / f"trial_{trial}" / "predictions.npz",
+                                         probabilities(range(2, 10)), labels)
+    merged = record("exp103", "exp103_batch_norm", 0, 0.95)
+    merged["base"] = "exp102, exp001"  # two bases, as the log's merges have: a step from each
+    write(results, "exp103_batch_norm", 0, merged)
+    readme = tmp_path / "README.md"
+    assert summarize.main(["--results-dir", str(results), "--readme", str(readme)]) == 0
+    steps = pd.read_csv(results / "steps.csv").set_index("step")
+    assert list(steps.index) == ["exp001 → exp102", "exp102 → exp103", "exp001 → exp103"]
+    step = steps.loc["exp001 → exp102"]
+    assert step.test_delta == pytest.approx(0.92 - 0.88) and np.isnan(step.welch_p)  # one trial of exp001
+    # exp102's ensemble gets images 2-9 right, exp001 images 0-5: 4 fixed (6-9), 2 broken (0, 1);
+    # McNemar's exact p = 2 * P(X <= 2), X ~ Binomial(6, 1/2) = 2 * 22/64.
+    assert (step.fixed, step.broken, step.ensemble_base, step.ensemble) == (4, 2, 0.6, 0.8)
+    assert step.mcnemar_p == pytest.approx(44 / 64)
+    assert step.log_delta == pytest.approx(0.8970 - 0.8784)  # the reference CSV's test means
+    assert np.isnan(steps.loc["exp102 → exp103"].mcnemar_p)  # exp103 kept no predictions
+    text = readme.read_text()
+    assert "#### Step by step on `data-ffffffff`" in text
+    assert "| exp001 → exp102 | exp102 idea | 1 → 3 | +0.0400 | 0.6000 → 0.8000, 4/2, p=0.69 | +0.0186 |" in text
