@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 from common.results import REPO_ROOT
 
@@ -180,6 +181,25 @@ def _training_code(folder: Path) -> str:
     return ast.dump(ast.Module(body=body, type_ignores=[]))  # comments and line numbers do not count
 
 
+def base_chain(folder: Path) -> Iterator[Path]:
+    """An experiment's base, the base's base, and so on, while each names a single base experiment
+    ("exp106, exp007" names two: no single chain goes on from there)."""
+    while True:
+        base = read_definition(folder).base
+        try:
+            folder = find(base, folder.parent) if base else None
+        except UnknownExperiment:
+            return
+        if folder is None:
+            return
+        yield folder
+
+
+def training_difference(old: dict, new: dict, defaults: dict | None = None) -> str:
+    """config_difference, but for the keys that change only the evaluation (EVALUATION_KEYS)."""
+    return config_difference({**old, **{k: new[k] for k in EVALUATION_KEYS if k in new}}, new, defaults)
+
+
 def trains_like_base(folder: Path) -> Path | None:
     """The base experiment's folder when `folder` trains exactly the base's models, else None.
 
@@ -187,18 +207,12 @@ def trains_like_base(folder: Path) -> Path | None:
     only in its docstring, its declarations' names and some config key in EVALUATION_KEYS. Its trials
     can score the base's trained weights (same seed, same data) instead of training them again.
     """
-    definition = read_definition(folder)
-    if not definition.base:
+    base = next(base_chain(folder), None)
+    if base is None:
         return None
-    try:
-        base = find(definition.base, folder.parent)
-    except UnknownExperiment:
-        return None
-    config, base_config = definition.effective_config(), read_definition(base).effective_config()
+    config, base_config = read_definition(folder).effective_config(), read_definition(base).effective_config()
     if config == base_config:
         return None  # no evaluation change: a deliberate rerun of the recipe (exp005 of exp004) trains
-    training = {k: v for k, v in config.items() if k not in EVALUATION_KEYS}
-    base_training = {k: v for k, v in base_config.items() if k not in EVALUATION_KEYS}
-    if training != base_training or _training_code(folder) != _training_code(base):
+    if training_difference(base_config, config) or _training_code(folder) != _training_code(base):
         return None
     return base

@@ -171,6 +171,13 @@ def trial_seed(config: dict, trial: int) -> int:
 
 # ---------------------------------------------------------------- one trial
 
+def save_weights(model, path: Path) -> None:
+    """model.save_weights, atomically: a temporary file, then a rename."""
+    tmp = path.with_name(f".{path.name}.tmp.weights.h5")  # Keras insists on the .weights.h5 suffix
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
 class Checkpoint:
     """Weights, optimizer and early-stopping state after the last finished epoch of one trial.
 
@@ -195,7 +202,7 @@ class Checkpoint:
         self.directory.mkdir(parents=True, exist_ok=True)
         epoch = state["epoch"]
         state["weights"] = f"epoch_{epoch}.weights.h5"
-        self._save_weights(model, state["weights"])
+        save_weights(model, self.directory / state["weights"])
         if improved:
             state["best_weights"] = f"best_epoch_{epoch}.weights.h5"
             shutil.copyfile(self.directory / state["weights"], self.directory / state["best_weights"])
@@ -206,10 +213,6 @@ class Checkpoint:
             if path.name not in keep and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
 
-    def _save_weights(self, model, name: str) -> None:
-        tmp = self.directory / f".{name}.tmp.weights.h5"  # Keras insists on the .weights.h5 suffix
-        model.save_weights(tmp)
-        os.replace(tmp, self.directory / name)
 
     def restore(self, model, name: str) -> None:
         if not model.optimizer.built:
@@ -246,10 +249,6 @@ def _layers_only(model):
     return keras.Model(model.inputs, model.outputs)
 
 
-def save_trained_weights(model, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.weights.h5")  # Keras insists on the .weights.h5 suffix
-    _layers_only(model).save_weights(tmp)
-    os.replace(tmp, path)
 
 
 def reusable_base_trial(base_directory: Path | None, config: dict, trial: int, fingerprint: str,
@@ -263,8 +262,7 @@ def reusable_base_trial(base_directory: Path | None, config: dict, trial: int, f
         return None
     if config["fix_seed"] and record.get("seed") != trial_seed(config, trial):
         return None
-    evaluation = {k: config[k] for k in experiments.EVALUATION_KEYS if k in config}
-    if config_difference({**record.get("config", {}), **evaluation}, config, defaults):
+    if experiments.training_difference(record.get("config", {}), config, defaults):
         return None
     return record
 
@@ -295,7 +293,7 @@ def score_base_weights(trial: int, directory: Path, base: dict, base_directory: 
                          "finished_at": base.get("finished_at"),
                          "hardware": base.get("provenance", {}).get("hardware")},
     }
-    save_trained_weights(model, directory / results.WEIGHTS_FILE)
+    save_weights(_layers_only(model), directory / results.WEIGHTS_FILE)
     return record, test_probabilities
 
 
@@ -376,7 +374,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     }
     # In the trial's folder only now: an unfinished trial leaves nothing there that looks like a result.
     results.atomic_write_text(directory / results.HISTORY_FILE, history_csv(state["history"]))
-    save_trained_weights(model, directory / results.WEIGHTS_FILE)
+    save_weights(_layers_only(model), directory / results.WEIGHTS_FILE)
     return record, test_probabilities
 
 

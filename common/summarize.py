@@ -18,7 +18,6 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -96,7 +95,18 @@ def _split_order(column: pd.Series) -> pd.Series:
 GROUP = ["data", "experiment", "folder", "split"]
 
 
-def summarize_trials(trials: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+def test_ensembles(trials: pd.DataFrame, results_dir: Path) -> dict[tuple[str, str], predictions.Ensemble]:
+    """{(data, folder): the ensemble of its trials' test predictions (one trial: that trial)}, where kept."""
+    ensembles = {}
+    for (data, folder), group in trials[trials.split == "test"].groupby(["data", "folder"]):
+        combined = predictions.ensemble(predictions.load(results_dir, sorted(set(group.path))))
+        if combined is not None:
+            ensembles[data, folder] = combined
+    return ensembles
+
+
+def summarize_trials(trials: pd.DataFrame, results_dir: Path,
+                     ensembles: dict[tuple[str, str], predictions.Ensemble] | None = None) -> pd.DataFrame:
     """summary.csv: one row per data copy, experiment and split; the test rows add the ensemble."""
     table = stats.aggregate(trials, GROUP)
     extra = trials.groupby(GROUP, sort=False).agg(
@@ -109,26 +119,26 @@ def summarize_trials(trials: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
         data_fingerprint=("data_fingerprint", "first"), data_description=("data_description", "first")
     ).reset_index()
     table = table.merge(extra, on=GROUP)
-    ensembles = []
-    for (data, folder), group in trials[trials.split == "test"].groupby(["data", "folder"]):
-        combined = predictions.ensemble(predictions.load(results_dir, sorted(set(group.path))))
-        if combined is not None:
-            ensembles.append({"data": data, "folder": folder, "split": "test",
-                              "ensemble_trials": combined.trials, "ensemble_acc": combined.accuracy})
+    if ensembles is None:
+        ensembles = test_ensembles(trials, results_dir)
+    rows = [{"data": data, "folder": folder, "split": "test", "ensemble_trials": combined.trials,
+             "ensemble_acc": combined.accuracy} for (data, folder), combined in ensembles.items()]
     columns = ["data", "folder", "split", "ensemble_trials", "ensemble_acc"]
-    return table.merge(pd.DataFrame(ensembles, columns=columns), on=["data", "folder", "split"], how="left")
+    return table.merge(pd.DataFrame(rows, columns=columns), on=["data", "folder", "split"], how="left")
 
 
 STEP_COLUMNS = ["data", "step", "base", "experiment", "change", "trials_base", "trials", "test_delta", "welch_p",
                 "ensemble_base", "ensemble", "fixed", "broken", "mcnemar_p", "log_delta", "log_welch_p"]
 
 
-def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame,
+                     ensembles: dict[tuple[str, str], predictions.Ensemble]) -> pd.DataFrame:
     """steps.csv: every experiment against each of its bases on the same data.
 
     The change of the mean test accuracy with Welch's p (both sides with 2+ trials); the two ensembles
     (or single trials) on the same test images, with the images the step fixed and broke and
     McNemar's exact test; and the log's change with its Welch p, where the log has both rows.
+    `ensembles`: test_ensembles(trials, ...).
     """
     test = trials[trials.split == "test"]
     log = reference[reference.split == "test"].set_index("experiment")
@@ -144,8 +154,7 @@ def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame, results_dir:
                    "test_delta": after.accuracy.mean() - before.accuracy.mean(),
                    "welch_p": stats.welch_p(before.accuracy.mean(), before.accuracy.std(), len(before),
                                             after.accuracy.mean(), after.accuracy.std(), len(after))}
-            ensemble_base = predictions.ensemble(predictions.load(results_dir, sorted(set(before.path))))
-            ensemble = predictions.ensemble(predictions.load(results_dir, sorted(set(after.path))))
+            ensemble_base, ensemble = ensembles.get((data, before.folder.iloc[0])), ensembles.get((data, folder))
             if ensemble_base is not None and ensemble is not None and np.array_equal(ensemble_base.labels,
                                                                                      ensemble.labels):
                 paired = predictions.mcnemar(ensemble_base.correct, ensemble.correct)
@@ -293,19 +302,6 @@ def running_epoch_seconds(results_dir: Path, data: str) -> dict[str, float]:
     return {folder: float(np.median(values)) for folder, values in seconds.items() if values}
 
 
-def _bases(folder: Path) -> Iterator[Path]:
-    """An experiment's base, the base's base, and so on, while each has a single base."""
-    while True:
-        base = experiments.read_definition(folder).base
-        try:
-            folder = experiments.find(base) if base else None
-        except experiments.UnknownExperiment:  # "exp106, exp007": two bases, no single chain
-            folder = None
-        if folder is None:
-            return
-        yield folder
-
-
 def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str, float] | None = None,
                       folders: list[Path] | None = None) -> str:
     """How much training is still missing on this data for every experiment's own trial count.
@@ -334,13 +330,13 @@ def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str,
             evaluation_only.append(experiments.experiment_id(folder))
             continue
         timed = folder if folder.name in epoch_seconds else next(
-            (base for base in _bases(folder) if base.name in epoch_seconds), None)
+            (base for base in experiments.base_chain(folder) if base.name in epoch_seconds), None)
         if timed is None:
             unknown.append(experiments.experiment_id(folder))
             continue
         epochs = config["epochs"]
         if config["patience"] < epochs:  # early stopping: as its nearest finished base did, in proportion
-            finished = next((base for base in _bases(folder) if base.name in rows.index), None)
+            finished = next((base for base in experiments.base_chain(folder) if base.name in rows.index), None)
             share = ((rows.loc[finished.name, "epochs_run_min"] + rows.loc[finished.name, "epochs_run_max"]) / 2
                      / rows.loc[finished.name, "epochs_max"]) if finished else typical_epochs / epochs
             epochs = min(epochs, epochs * share)
@@ -435,12 +431,13 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
     trials, problems = collect_trials(results_dir)
     for problem in problems:
         log(f"warning: {problem}")
-    summary = summarize_trials(trials, results_dir) if not trials.empty else pd.DataFrame()
+    ensembles = test_ensembles(trials, results_dir) if not trials.empty else {}
+    summary = summarize_trials(trials, results_dir, ensembles) if not trials.empty else pd.DataFrame()
     results_dir.mkdir(parents=True, exist_ok=True)
     results.atomic_write_text(results_dir / "trials.csv", trials.to_csv(index=False))
     results.atomic_write_text(results_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     reference = load_reference()
-    steps = step_comparisons(trials, reference, results_dir) if not trials.empty else pd.DataFrame(columns=STEP_COLUMNS)
+    steps = step_comparisons(trials, reference, ensembles) if not trials.empty else pd.DataFrame(columns=STEP_COLUMNS)
     results.atomic_write_text(results_dir / "steps.csv", steps.to_csv(index=False, float_format="%.6g"))
     written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {})
     if readme is not None:
