@@ -324,3 +324,40 @@ def test_start_up_notices_are_dropped_and_real_messages_kept():
     assert done.returncode == 0, done.stderr
     assert "a real warning" in done.stderr and "a Python warning" in done.stderr
     assert not any(noise in done.stderr for noise in START_UP_NOISE)
+
+
+# ---------------------------------------------------------------- benchmarks/trial_cost.py
+
+def _trial_cost():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("trial_cost", REPO / "benchmarks" / "trial_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trial_cost_counts_multiply_adds_by_hand():
+    import keras
+
+    inner = keras.Sequential([keras.Input((14, 14, 4)), keras.layers.DepthwiseConv2D(3, padding="same")])
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(inputs)  # 14x14x4 outputs of 3*3*1 inputs
+    x = keras.layers.BatchNormalization()(inner(x))  # depthwise: 14x14x4 outputs of 3*3 inputs; BN not counted
+    x = keras.layers.Conv2D(6, 1, groups=2)(x)  # 14x14x6 outputs of 1*1*(4/2) inputs
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))  # 10 outputs of 6 inputs
+    by_hand = 2 * (14 * 14 * 4 * 9 + 14 * 14 * 4 * 9 + 14 * 14 * 6 * 2 + 10 * 6)
+    assert _trial_cost().forward_flops(keras.Model(inputs, outputs)) == by_hand == 33_048
+
+
+def test_trial_cost_gives_an_evaluation_only_experiment_no_epochs(tmp_path):
+    from common import experiments
+
+    trial_cost = _trial_cost()
+    table = trial_cost.cost_table([experiments.find("exp206"), experiments.find("exp207")], tmp_path, "none")
+    exp206, exp207 = table.loc["exp206_longer_schedule"], table.loc["exp207_test_time_flip"]
+    assert exp206["epochs"] == 80 and exp207["epochs"] == 0 and exp207["TFLOP/trial"] == 0
+    assert exp206["TFLOP/trial"] == pytest.approx(80 * exp206["TFLOP/epoch"])
+    # the epoch: 3 forward passes per training image, one per valid image
+    assert exp206["TFLOP/epoch"] == pytest.approx(exp206["MFLOP/image"] * 1e6 * (3 * 54_000 + 6_000) / 1e12)
+    assert exp206["trials run"] == 0 and "s/epoch" not in table.columns  # nothing measured under tmp_path

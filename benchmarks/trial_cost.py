@@ -1,0 +1,139 @@
+"""What a trial of each experiment costs: floating-point operations, our measured epoch times, and
+the compute a faster machine would need for the rest of the campaign.
+
+    python benchmarks/trial_cost.py [--experiments 'exp2*'] [--data offline-v2] [--results-dir results]
+        [--device-tflops 10]
+
+Operations are counted from each model's layers: a multiply-add is two operations, in Conv2D,
+DepthwiseConv2D and Dense layers (batch norm, activations, pooling and additions are left out: a few
+percent). A training image costs three forward passes (the forward pass, and the backward pass's
+gradients with respect to activations and to weights, Kaplan et al. 2020), a valid image one; an
+epoch is the 54,000 training and 6,000 valid images, and a trial its planned epochs (early stopping
+can end it sooner). Beside the count: the seconds per epoch of the finished trials under
+results/<data>/ (median over their epochs, the first left out for tracing), with the CPU and threads
+they ran on, and the operations per second that makes. With --device-tflops R, the minutes a trial
+would take at a sustained R TFLOP/s: an assumption you give, not a measurement (small nets at batch
+128 reach a small fraction of a GPU's peak; the input pipeline may bound them first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from common import tensorflow_setup  # noqa: E402,F401  (quiets TensorFlow's start-up notices)
+from common import data as fmnist  # noqa: E402
+from common import experiments, results  # noqa: E402
+
+TRAIN_IMAGES = round(60_000 * (1 - fmnist.VALID_FRACTION))
+VALID_IMAGES = 60_000 - TRAIN_IMAGES
+
+
+def _layers(model):
+    """Every layer, nested models opened."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def forward_flops(model) -> int:
+    """Operations of one image's forward pass through the model's convolution and dense layers."""
+    import keras
+
+    total = 0
+    for layer in _layers(model):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
+            out = layer.output.shape[1:]  # without the batch axis
+            kernel = layer.kernel.shape
+            if isinstance(layer, keras.layers.DepthwiseConv2D):  # (kh, kw, in, multiplier): one filter per output
+                per_output = kernel[0] * kernel[1]
+            else:  # Conv2D (kh, kw, in / groups, out) and Dense (in, out): the kernel's inputs per output
+                per_output = math.prod(kernel[:-1])
+            total += 2 * math.prod(out) * per_output
+    return total
+
+
+def measured_epochs(results_dir: Path, data: str, folder: str) -> dict:
+    """Median seconds per epoch of an experiment's finished trials, and where they ran."""
+    seconds, machines, wall = [], set(), []
+    for metrics_file in sorted(results.experiment_dir(results_dir, data, folder).glob("trial_*/metrics.json")):
+        record = json.loads(metrics_file.read_text())
+        if record.get("weights_from"):  # scored another experiment's weights: no training of its own
+            continue
+        history = pd.read_csv(metrics_file.with_name("history.csv"))
+        seconds += history["seconds"].iloc[1:].tolist()
+        hardware = record["provenance"]["hardware"]
+        machines.add(f"{hardware['cpu'] if hardware['device'] == 'CPU' else hardware['gpus']}, "
+                     f"{hardware.get('threads', '?')} thread(s)")
+        wall.append(record["wall_seconds"])
+    if not seconds:
+        return {}
+    return {"trials": len(wall), "s/epoch": pd.Series(seconds).median(), "hours/trial": pd.Series(wall).mean() / 3600,
+            "ran on": "; ".join(sorted(machines))}
+
+
+def cost_table(folders: list[Path], results_dir: Path, data: str) -> pd.DataFrame:
+    import keras
+
+    rows = []
+    for folder in folders:
+        definition = experiments.read_definition(folder)
+        config = definition.effective_config()
+        keras.utils.clear_session()
+        model = experiments.load_module(folder).build_model(
+            {**config, "steps_per_epoch": math.ceil(TRAIN_IMAGES / config["batch_size"])})
+        forward = forward_flops(model)
+        epoch = forward * (3 * TRAIN_IMAGES + VALID_IMAGES)
+        # An evaluation-only experiment scores its base's kept weights: no epochs of its own.
+        epochs = 0 if experiments.trains_like_base(folder) else config["epochs"]
+        measured = measured_epochs(results_dir, data, folder.name)
+        row = {"experiment": folder.name, "parameters": model.count_params(), "MFLOP/image": forward / 1e6,
+               "TFLOP/epoch": epoch / 1e12, "epochs": epochs, "TFLOP/trial": epoch * epochs / 1e12,
+               "trials": config["trials"], "trials run": measured.get("trials", 0)}
+        if measured:
+            row.update({"s/epoch": measured["s/epoch"],
+                        "GFLOP/s": epoch / 1e9 / measured["s/epoch"], "hours/trial": measured["hours/trial"],
+                        "ran on": measured["ran on"]})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("experiment")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiments", nargs="+", default=None, help="ids or patterns (default: all)")
+    parser.add_argument("--data", default="offline-v2", help="the data name under results/ to read epoch times from")
+    parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
+    parser.add_argument("--device-tflops", type=float, default=None,
+                        help="an assumed sustained rate in TFLOP/s: adds minutes per trial at that rate")
+    args = parser.parse_args()
+    try:
+        folders = experiments.select(args.experiments)
+    except experiments.UnknownExperiment as e:
+        raise SystemExit(f"error: {e}")
+    table = cost_table(folders, args.results_dir, args.data)
+    if args.device_tflops:
+        table[f"min/trial at {args.device_tflops:g} TFLOP/s"] = table["TFLOP/trial"] / args.device_tflops / 60
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 40):
+        print(table.to_string(float_format=lambda v: f"{v:,.1f}" if abs(v) >= 10 else f"{v:.2f}"))
+    for label, trials in (("every trial", table["trials"]),
+                          ("the trials not finished yet", (table["trials"] - table["trials run"]).clip(lower=0))):
+        flops = (table["TFLOP/trial"] * trials).sum()
+        at_rate = f", {flops / args.device_tflops / 3600:.1f} hours at {args.device_tflops:g} TFLOP/s" \
+            if args.device_tflops else ""
+        print(f"{label} of these {len(table)} experiments, every planned epoch: {flops:,.0f} TFLOP{at_rate}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
