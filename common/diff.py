@@ -109,6 +109,10 @@ def paired_comparison(trials: pd.DataFrame, a: Path, b: Path, results_dir: Path,
     return ["", f"Paired test on the same {len(ens_a.labels)} test images (A: {what(ens_a)}, B: {what(ens_b)}): "
                 f"A right and B wrong on {test.only_a}, A wrong and B right on {test.only_b}; McNemar's exact "
                 f"test p={test.p_value:.3g}: {better}.",
+            "", "Calibration of the same predictions (expected calibration error of the top-class probability, "
+                f"15 bins: the gap between how sure and how often right; lower is better): "
+                f"A {predictions.calibration_error(ens_a.probabilities, ens_a.labels):.4f}, "
+                f"B {predictions.calibration_error(ens_b.probabilities, ens_b.labels):.4f}.",
             "", "Test accuracy per class:", "",
             summarize.markdown_table(per_class) if markdown else per_class.to_string(index=False)]
 

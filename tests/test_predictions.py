@@ -61,6 +61,21 @@ def test_confusion_and_per_class_accuracy_by_hand():
     assert accuracy[1] == 0.0  # a class without images counts as 0, not NaN
 
 
+def test_calibration_error_by_hand():
+    probabilities = np.zeros((4, 10))
+    probabilities[0, :2] = probabilities[1, :2] = [0.9, 0.1]  # sure at 0.9: one right, one wrong
+    probabilities[2, :2] = [0.65, 0.35]  # right at 0.65
+    probabilities[3, :2] = [0.3, 0.7]  # right at 0.7
+    labels = np.array([0, 1, 0, 1])
+    # by hand, 15 bins: 0.9 in bin 13 (two images, sure 0.9, right 0.5: gap 0.4, weight 1/2),
+    # 0.65 in bin 9 (gap 0.35, weight 1/4), 0.7 in bin 10 (gap 0.3, weight 1/4)
+    assert predictions.calibration_error(probabilities, labels) == pytest.approx(0.4 / 2 + 0.35 / 4 + 0.3 / 4)
+    # one bin: 0.9, 0.65 and 0.7 are not told apart, a mean confidence 0.7875 against accuracy 0.75
+    assert predictions.calibration_error(probabilities, labels, bins=1) == pytest.approx(0.0375)
+    confident_and_right = np.eye(10)[[3, 5]]
+    assert predictions.calibration_error(confident_and_right, np.array([3, 5])) == 0.0
+
+
 @pytest.mark.parametrize("only_a, only_b, expected", [
     # by hand: 2 * P(X <= 3), X ~ Binomial(15, 1/2) = 2 * (1 + 15 + 105 + 455) / 2**15
     (3, 12, 2 * 576 / 2 ** 15),
@@ -135,6 +150,7 @@ def test_diff_adds_the_paired_test_and_the_classes(results_with_predictions, cap
     assert "A: ensemble of 3 trials, B: ensemble of 2 trials" in out
     assert "Test accuracy per class:" in out and "Ankle boot" in out
     assert "McNemar's exact test" in out and "Welch's t-test" in out
+    assert "Calibration of the same predictions" in out and "lower is better): A 0." in out
 
 
 def test_diff_without_predictions_says_so(tmp_path, capsys):
