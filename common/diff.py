@@ -111,8 +111,8 @@ def paired_comparison(trials: pd.DataFrame, a: Path, b: Path, results_dir: Path,
                 f"test p={test.p_value:.3g}: {better}.",
             "", "Calibration of the same predictions (expected calibration error of the top-class probability, "
                 f"15 bins: the gap between how sure and how often right; lower is better): "
-                f"A {predictions.calibration_error(ens_a.probabilities, ens_a.labels):.4f}, "
-                f"B {predictions.calibration_error(ens_b.probabilities, ens_b.labels):.4f}.",
+                f"A {predictions.calibration_error(ens_a.probabilities.max(axis=1), ens_a.correct):.4f}, "
+                f"B {predictions.calibration_error(ens_b.probabilities.max(axis=1), ens_b.correct):.4f}.",
             "", "Test accuracy per class:", "",
             summarize.markdown_table(per_class) if markdown else per_class.to_string(index=False)]
 

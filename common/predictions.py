@@ -67,14 +67,13 @@ def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.diag(counts) / np.maximum(counts.sum(axis=1), 1)
 
 
-def calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error (Guo et al. 2017): the images binned by their top-class probability
-    into equal-width bins ([i/bins, (i+1)/bins)); the mean over bins, weighted by their share of the images, of the gap between
-    the bin's mean top probability and its accuracy. 0 for a model whose 0.9s are right 90% of the time.
-    Stored probabilities are rounded to 1/255, which moves it by at most 0.002."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
-    which = np.minimum((confidence * bins).astype(int), bins - 1)  # bin i holds (i/bins, (i+1)/bins]
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error (Guo et al. 2017) of predictions made with the given top-class
+    probabilities: the images binned by that probability into equal-width bins [i/bins, (i+1)/bins);
+    the mean over bins, weighted by their share of the images, of the gap between the bin's mean
+    probability and its accuracy. 0 for a model whose 0.9s are right 90% of the time. (Stored
+    probabilities are rounded to 1/255, at most 0.002 each.)"""
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
     gaps = [abs(confidence[which == i].mean() - correct[which == i].mean()) * np.mean(which == i)
             for i in np.unique(which)]
     return float(np.sum(gaps))

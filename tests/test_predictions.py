@@ -66,14 +66,13 @@ def test_calibration_error_by_hand():
     probabilities[0, :2] = probabilities[1, :2] = [0.9, 0.1]  # sure at 0.9: one right, one wrong
     probabilities[2, :2] = [0.65, 0.35]  # right at 0.65
     probabilities[3, :2] = [0.3, 0.7]  # right at 0.7
-    labels = np.array([0, 1, 0, 1])
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == np.array([0, 1, 0, 1])
     # by hand, 15 bins: 0.9 in bin 13 (two images, sure 0.9, right 0.5: gap 0.4, weight 1/2),
     # 0.65 in bin 9 (gap 0.35, weight 1/4), 0.7 in bin 10 (gap 0.3, weight 1/4)
-    assert predictions.calibration_error(probabilities, labels) == pytest.approx(0.4 / 2 + 0.35 / 4 + 0.3 / 4)
+    assert predictions.calibration_error(confidence, correct) == pytest.approx(0.4 / 2 + 0.35 / 4 + 0.3 / 4)
     # one bin: 0.9, 0.65 and 0.7 are not told apart, a mean confidence 0.7875 against accuracy 0.75
-    assert predictions.calibration_error(probabilities, labels, bins=1) == pytest.approx(0.0375)
-    confident_and_right = np.eye(10)[[3, 5]]
-    assert predictions.calibration_error(confident_and_right, np.array([3, 5])) == 0.0
+    assert predictions.calibration_error(confidence, correct, bins=1) == pytest.approx(0.0375)
+    assert predictions.calibration_error(np.array([1.0, 1.0, 0.5, 0.5]), np.array([True, True, True, False])) == 0.0
 
 
 @pytest.mark.parametrize("only_a, only_b, expected", [
