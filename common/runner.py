@@ -213,7 +213,6 @@ class Checkpoint:
             if path.name not in keep and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
 
-
     def restore(self, model, name: str) -> None:
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
@@ -247,8 +246,6 @@ def _layers_only(model):
     import keras
 
     return keras.Model(model.inputs, model.outputs)
-
-
 
 
 def reusable_base_trial(base_directory: Path | None, config: dict, trial: int, fingerprint: str,
