@@ -3,7 +3,8 @@
     python -m common.diff exp113 exp114_mixup_resnet [--format markdown] [--results-dir results]
 
 Sections: the unified diff of the two train.py files (coloured on a terminal); the config keys
-that differ; and per split the loss and accuracy of each (mean±std over trials), the difference
+that differ; and per split the loss and accuracy of each (mean±std over trials; where every trial
+of both recorded it, also the plain cross-entropy, which label smoothing and L2 do not change), the difference
 of the means (B - A) and, when both have at least two trials, Welch's t-test (two-sided, unequal
 variances) with a plain verdict at the 5% level; where both kept their test predictions, McNemar's
 exact test on the same test images and the accuracy per class. An experiment without results is
@@ -69,9 +70,11 @@ def _mean_std(values: pd.Series) -> str:
 def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path) -> pd.DataFrame:
     rows = []
     for split in summarize.SPLITS:
-        for metric in ("accuracy", "loss"):
+        for metric in ("accuracy", "loss", "crossentropy"):
             values_a = trials[(trials.folder == a.name) & (trials.split == split)][metric]
             values_b = trials[(trials.folder == b.name) & (trials.split == split)][metric]
+            if metric == "crossentropy" and (values_a.isna().any() or values_b.isna().any()):
+                continue  # recorded only by trials since it was added: compare it where both sides have it
             p = welch(values_a, values_b)
             rows.append({"split": split, "metric": metric, "A": _mean_std(values_a), "B": _mean_std(values_b),
                          "B - A": f"{values_b.mean() - values_a.mean():+.4f}",

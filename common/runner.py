@@ -4,7 +4,7 @@
 data, and runs the trials that are not finished yet. A trial writes, under
 results/<data name>/<experiment folder>/trial_<i>/ (the data's name: offline-v2, official, ...):
 
-    metrics.json   loss and accuracy per split, epochs, seed, config, provenance (written last)
+    metrics.json   loss, cross-entropy and accuracy per split, epochs, seed, config, provenance (written last)
     history.csv    one row per epoch, written when the trial ends
     predictions.npz  the test set's class probabilities (see results.write_predictions)
     model.weights.h5  the weights it evaluated (its best epoch), without optimizer state: local,
@@ -390,26 +390,33 @@ def class_probabilities(model, x: np.ndarray) -> np.ndarray:
     return outputs
 
 
-def evaluate(model, dataset: fmnist.FashionMNIST, config: dict) -> tuple[dict, np.ndarray]:
-    """Loss and accuracy per split, and the test set's class probabilities.
+def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of class probabilities against the true classes: no smoothing, no penalty."""
+    true_class = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)  # Keras' epsilon
+    return float(-np.mean(np.log(true_class)))
 
+
+def evaluate(model, dataset: fmnist.FashionMNIST, config: dict) -> tuple[dict, np.ndarray]:
+    """Loss, cross-entropy and accuracy per split, and the test set's class probabilities.
+
+    `loss` is what Keras reports, the compiled loss: with an L2 regulariser it includes the penalty,
+    with label smoothing it is taken against the smoothed targets (the log's figures are these).
+    `crossentropy` is the plain cross-entropy against the true classes, comparable across experiments.
     With test_time_flip, every split is scored on the average of the probabilities for each image
-    and its mirror image (left-right), the loss being the cross-entropy of that average.
+    and its mirror image (left-right), the loss being the plain cross-entropy of that average.
     """
     from common import pipeline
 
-    if not config["test_time_flip"]:
-        metrics = {}
-        for split, (x, y) in dataset.splits().items():
-            scores = model.evaluate(pipeline.eval_dataset(x, y, config), verbose=0, return_dict=True)
-            metrics[split] = {"loss": float(scores["loss"]), "accuracy": float(scores["accuracy"])}
-        return metrics, class_probabilities(model, dataset.x_test)
     metrics, probabilities = {}, {}
     for split, (x, y) in dataset.splits().items():
-        p = (class_probabilities(model, x) + class_probabilities(model, x[:, :, ::-1, :])) / 2
-        true_class = np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)  # Keras' epsilon
-        metrics[split] = {"loss": float(-np.mean(np.log(true_class))),
-                          "accuracy": float(np.mean(p.argmax(axis=1) == y))}
+        if config["test_time_flip"]:
+            p = (class_probabilities(model, x) + class_probabilities(model, x[:, :, ::-1, :])) / 2
+            scores = {"loss": cross_entropy(p, y), "accuracy": np.mean(p.argmax(axis=1) == y)}
+        else:
+            p = class_probabilities(model, x)
+            scores = model.evaluate(pipeline.eval_dataset(x, y, config), verbose=0, return_dict=True)
+        metrics[split] = {"loss": float(scores["loss"]), "accuracy": float(scores["accuracy"]),
+                          "crossentropy": cross_entropy(p, y)}
         probabilities[split] = p
     return metrics, probabilities["test"]
 

@@ -4,7 +4,8 @@
 
 Reads results/<data name>/<experiment>/trial_<i>/metrics.json (never results/smoke/), writes
 results/trials.csv (one row per trial and split), results/summary.csv (one row per data,
-experiment and split: trials, loss and accuracy mean/std/min/max, std with ddof=1) and the plots
+experiment and split: trials, loss and accuracy mean/std/min/max, std with ddof=1, and the mean
+plain cross-entropy where every trial recorded it) and the plots
 under results/plots/, then rewrites the part of README.md between the marker comments below,
 leaving the rest of the file untouched: one table per data, labelled with its name.
 A metrics.json that cannot be read is reported by name and skipped.
@@ -51,8 +52,10 @@ def _trial_rows(path: Path, record: dict) -> list[dict]:
         "data_fingerprint": str(data["fingerprint"]), "data_description": str(data.get("description", "")),
         "path": path.as_posix(),
     }
+    # crossentropy: plain, against the true classes; trials from before it was recorded have none
     return [{**common, "split": split, "loss": float(record["metrics"][split]["loss"]),
-             "accuracy": float(record["metrics"][split]["accuracy"])} for split in SPLITS]
+             "accuracy": float(record["metrics"][split]["accuracy"]),
+             "crossentropy": float(record["metrics"][split].get("crossentropy", math.nan))} for split in SPLITS]
 
 
 def collect_trials(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -114,6 +117,7 @@ def summarize_trials(trials: pd.DataFrame, results_dir: Path,
         epochs_run_min=("epochs_run", "min"), epochs_run_max=("epochs_run", "max"),
         default_trials=("default_trials", "max"), seed_fixed=("seed_fixed", "all"),
         test_time_flip=("test_time_flip", "any"), trial_minutes=("wall_seconds", lambda w: w.median() / 60),
+        crossentropy_mean=("crossentropy", lambda c: c.mean() if c.notna().all() else math.nan),
         device=("device", lambda d: "/".join(sorted(set(d)))),
         base=("base", "first"), explanation=("explanation", "first"),
         data_fingerprint=("data_fingerprint", "first"), data_description=("data_description", "first")

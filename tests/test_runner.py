@@ -62,6 +62,9 @@ def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
     history = pd.read_csv(trial_path(results, "exp002_conv", 1) / "history.csv")
     assert list(history["epoch"]) == [1, 2] and {"loss", "val_accuracy"} <= set(history.columns)
     assert not (trial_path(results, "exp002_conv", 1) / "checkpoint").exists()
+    # Without label smoothing or an L2 penalty, Keras' loss is the plain cross-entropy recorded beside it.
+    for split, scores in record["metrics"].items():
+        assert scores["crossentropy"] == pytest.approx(scores["loss"], rel=1e-4), split
 
     readme = tmp_path / "README.md"
     done = run_script("-m", "common.summarize", "--results-dir", str(results), "--readme", str(readme), cwd=REPO)
@@ -323,8 +326,34 @@ def test_test_time_flip_is_an_evaluation_choice_recorded_in_the_config(tiny_data
     assert flip["overrides"] == {"test_time_flip": True, "epochs": 1}
     # Same training (same seed), another evaluation: the flipped average scores differently.
     assert flip["metrics"]["train"] != plain["metrics"]["train"]
+    assert all(scores["crossentropy"] == scores["loss"] for scores in flip["metrics"].values())
     predictions = results_module.read_predictions(trial_path(tmp_path / "flip", "exp002_conv") / "predictions.npz")
     assert predictions.correct.mean() == pytest.approx(flip["metrics"]["test"]["accuracy"])
+
+
+def test_crossentropy_is_plain_where_keras_loss_carries_smoothing_and_a_penalty(tiny_data):
+    import keras
+    import numpy as np
+
+    from common import data as fmnist
+
+    dataset = fmnist.load(tiny_data)
+    keras.utils.set_random_seed(0)
+    kernel = keras.layers.Dense(10, kernel_regularizer=keras.regularizers.L2(0.01))
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), kernel])
+    model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2),
+                  metrics=["accuracy"])
+    metrics, test_probabilities = runner.evaluate(model, dataset, {"test_time_flip": False, "one_hot": True})
+    penalty = 0.01 * float(np.sum(np.square(kernel.kernel.numpy())))
+    for split, (x, y) in dataset.splits().items():
+        p = runner.class_probabilities(model, x)
+        # by hand: the true class's probability alone, and Keras' targets 0.8 * one-hot + 0.2 / 10
+        assert metrics[split]["crossentropy"] == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-5)
+        smoothed = 0.8 * np.eye(10)[y] + 0.02
+        assert metrics[split]["loss"] == pytest.approx(-np.mean(np.sum(smoothed * np.log(p), axis=1)) + penalty,
+                                                       rel=1e-4)
+        assert metrics[split]["loss"] > metrics[split]["crossentropy"] + 0.01
+    assert np.array_equal(test_probabilities, runner.class_probabilities(model, dataset.x_test))
 
 
 def test_records_from_before_a_runner_option_existed_still_count_as_finished(tiny_data, tmp_path, capsys):

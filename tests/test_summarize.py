@@ -79,6 +79,26 @@ def test_summary_csv_and_readme(results, tmp_path, capsys):
     assert "| exp003 " not in text.split("### The original log")[0]  # smoke record left out of the table
 
 
+def test_plain_crossentropy_is_averaged_only_where_every_trial_recorded_it(tmp_path):
+    results = tmp_path / "results"
+    for trial, crossentropy in enumerate([0.20, 0.30]):
+        rec = record("exp204", "exp204_label_smoothing", trial, 0.94)
+        for split, scores in rec["metrics"].items():
+            scores["crossentropy"] = crossentropy + (split == "test")
+        write(results, "exp204_label_smoothing", trial, rec)
+    write(results, "exp203_random_erase", 0, record("exp203", "exp203_random_erase", 0, 0.94))  # from before it
+    rec = record("exp203", "exp203_random_erase", 1, 0.94)
+    rec["metrics"]["test"]["crossentropy"] = 0.5
+    write(results, "exp203_random_erase", 1, rec)
+    assert summarize.main(["--results-dir", str(results), "--no-readme"]) == 0
+    summary = pd.read_csv(results / "summary.csv").set_index(["folder", "split"])
+    assert summary.loc[("exp204_label_smoothing", "test"), "crossentropy_mean"] == pytest.approx(1.25)
+    assert summary.loc[("exp204_label_smoothing", "valid"), "crossentropy_mean"] == pytest.approx(0.25)
+    assert summary.loc[("exp203_random_erase", "test")].isna()["crossentropy_mean"]  # one of two trials only
+    trials = pd.read_csv(results / "trials.csv")
+    assert trials.crossentropy.isna().sum() == 5  # exp203's trial 0 (3 splits) and trial 1 (2)
+
+
 def test_plots_are_valid_png_files(results, tmp_path):
     history = results / DATA / "exp102_conv" / "trial_0" / "history.csv"
     history.write_text("epoch,loss,accuracy,val_loss,val_accuracy\n1,0.5,0.8,0.6,0.78\n2,0.4,0.85,0.5,0.8\n")

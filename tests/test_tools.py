@@ -200,6 +200,27 @@ def test_diff_shows_code_config_and_metrics(two_experiments, capsys):
     assert "+0.0300" in test_accuracy and "B better, p=0.021" in test_accuracy
 
 
+def test_diff_compares_plain_crossentropy_only_where_both_recorded_it(two_experiments, capsys):
+    for folder in ("exp006_zoom_aug", "exp007_mixup"):
+        for path in sorted(two_experiments.glob(f"*/{folder}/trial_*/metrics.json")):
+            rec = json.loads(path.read_text())
+            for scores in rec["metrics"].values():
+                scores["crossentropy"] = 0.3 if folder == "exp006_zoom_aug" else 0.2 + rec["trial"] / 100
+            path.write_text(json.dumps(rec))
+    assert diff.main(["exp006", "exp007", "--results-dir", str(two_experiments)]) == 0
+    metrics = capsys.readouterr().out.split("== Metrics ==")[1]
+    line = next(line for line in metrics.splitlines() if line.strip().startswith("test crossentropy"))
+    assert "0.3000±0.0000 (n=3)" in line and "0.2100±0.0100 (n=3)" in line and "-0.0900" in line
+    assert "B better" in line  # lower is better
+    path = next(two_experiments.glob("*/exp007_mixup/trial_0/metrics.json"))
+    rec = json.loads(path.read_text())
+    del rec["metrics"]["test"]["crossentropy"]
+    path.write_text(json.dumps(rec))
+    assert diff.main(["exp006", "exp007", "--results-dir", str(two_experiments)]) == 0
+    metrics = capsys.readouterr().out.split("== Metrics ==")[1]
+    assert "test crossentropy" not in metrics and "valid crossentropy" in metrics
+
+
 def test_diff_markdown_and_no_results(tmp_path):
     out = tmp_path / "diff.md"
     assert diff.main(["exp001", "exp002", "--format", "markdown", "--results-dir", str(tmp_path / "none"),
