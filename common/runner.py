@@ -99,6 +99,10 @@ def build_parser(folder: str, explanation: str, config: dict) -> argparse.Argume
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow CPU threads (default 0: one per core). Conv results depend "
                              "slightly on it: rerun with the same value to reproduce a trial exactly")
+    parser.add_argument("--rescore", action="store_true",
+                        help="train nothing: add to each finished trial what the evaluation records now "
+                             "and its metrics.json lacks (the plain cross-entropy), from the weights it "
+                             "kept, after checking that they reproduce its recorded loss and accuracy")
     parser.add_argument("--trial", type=int, metavar="I",
                         help="run only trial I (0-based) of the --trials; python -m common.run_all "
                              "--jobs uses it to run trials side by side")
@@ -292,6 +296,46 @@ def score_base_weights(trial: int, directory: Path, base: dict, base_directory: 
     }
     save_weights(_layers_only(model), directory / results.WEIGHTS_FILE)
     return record, test_probabilities
+
+
+RESCORE_LOSS_RTOL = 1e-4  # another CPU or thread count moves an evaluation by float noise (about 1e-6)
+
+
+def rescore_trial(directory: Path, config: dict, build_model: Callable[[dict], Any],
+                  dataset: fmnist.FashionMNIST, hardware: dict, label: str, log: Callable[[str], None]) -> None:
+    """Add to a finished trial's metrics what `evaluate` records now and the trial lacks, from its kept
+    weights. The recorded figures stay as they were; the weights must first reproduce them (loss to
+    RESCORE_LOSS_RTOL, accuracy to an image in a thousand, for near-ties), or nothing is written."""
+    import keras
+
+    record = _finished_record(directory / results.METRICS_FILE)
+    if not (directory / results.WEIGHTS_FILE).exists():
+        log(f"{label}: no kept weights ({results.WEIGHTS_FILE}: trained elsewhere or before they were kept); "
+            f"not rescored")
+        return
+    if config["fix_seed"]:
+        keras.utils.set_random_seed(record["seed"])
+    model = _build(build_model, config, dataset)
+    _layers_only(model).load_weights(directory / results.WEIGHTS_FILE)
+    metrics, _ = evaluate(model, dataset, config)
+    for split, recorded in record["metrics"].items():
+        now = metrics[split]
+        if (abs(now["loss"] - recorded["loss"]) > RESCORE_LOSS_RTOL * abs(recorded["loss"])
+                or abs(now["accuracy"] - recorded["accuracy"]) > 1e-3):
+            raise UsageError(f"{directory}: its kept weights score {split} loss {now['loss']:.6f}, accuracy "
+                             f"{now['accuracy']:.4f} where the trial recorded {recorded['loss']:.6f}, "
+                             f"{recorded['accuracy']:.4f}: not the weights it evaluated; nothing rescored "
+                             f"(rerun the trial with --force to record everything afresh)")
+    added = sorted({key for split in metrics for key in metrics[split]} - {
+        key for split in record["metrics"] for key in record["metrics"][split]})
+    if not added:
+        log(f"{label}: records everything the evaluation gives; nothing to add")
+        return
+    record["metrics"] = {split: {**metrics[split], **recorded} for split, recorded in record["metrics"].items()}
+    record.setdefault("rescored", []).append({"at": results.now_iso(), "added": added, "hardware": hardware})
+    results.atomic_write_json(directory / results.METRICS_FILE, record)
+    log(f"{label}: added {', '.join(added)} from its kept weights (loss and accuracy reproduced) "
+        f"-> {directory / results.METRICS_FILE}")
 
 
 def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[dict], Any],
@@ -495,6 +539,21 @@ def _run(folder, experiment, base, explanation, default_config, config, override
                     f"replace such trials, or give another --results-dir to keep both")
         if trial in selected and (record is None or args.force):
             pending.append((trial, directory))
+    if args.rescore:
+        configure_tensorflow(args.threads, config["fix_seed"])
+        hardware = {**results.hardware(), "threads": args.threads or os.cpu_count()}
+        for trial in selected:
+            directory = results.trial_dir(results_dir, copy.name, folder, trial, args.smoke)
+            label = f"{folder} trial {trial + 1}/{config['trials']}"
+            if not (directory / results.METRICS_FILE).exists():
+                log(f"{label}: not finished; nothing to rescore")
+                continue
+            with results.trial_lock(directory) as acquired:
+                if acquired:
+                    rescore_trial(directory, config, build_model, dataset, hardware, label, log)
+                else:
+                    log(f"{label}: another process is running it; not rescored")
+        return EXIT_OK
     done = len(selected) - len(pending)
     log(f"{folder}: {config['trials']} trial(s)" + (f", running trial {args.trial}" if args.trial is not None else "")
         + f", {done} already finished on {copy.name}"

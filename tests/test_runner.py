@@ -356,6 +356,46 @@ def test_crossentropy_is_plain_where_keras_loss_carries_smoothing_and_a_penalty(
     assert np.array_equal(test_probabilities, runner.class_probabilities(model, dataset.x_test))
 
 
+def test_rescore_adds_the_crossentropy_to_a_trial_from_before_it_from_its_kept_weights(tiny_data, tmp_path,
+                                                                                       capsys):
+    module = load_train_module(EXP002)
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1", "--trials", "2"]
+    assert module.main(args) == 0
+    paths = [trial_path(tmp_path, "exp002_conv", trial) / "metrics.json" for trial in (0, 1)]
+    complete = [json.loads(path.read_text()) for path in paths]
+    for path, record in zip(paths, complete):  # as trials wrote them before the cross-entropy was recorded
+        old = json.loads(json.dumps(record))
+        for scores in old["metrics"].values():
+            del scores["crossentropy"]
+        path.write_text(json.dumps(old))
+    (paths[1].parent / "model.weights.h5").unlink()
+    capsys.readouterr()
+
+    assert module.main(args + ["--rescore"]) == 0
+    out = capsys.readouterr().out
+    assert "trial 1/2: added crossentropy from its kept weights" in out and "trial 2/2: no kept weights" in out
+    rescored = json.loads(paths[0].read_text())
+    assert rescored.pop("rescored")[0]["added"] == ["crossentropy"]
+    for split, scores in rescored["metrics"].items():
+        assert scores["crossentropy"] == pytest.approx(complete[0]["metrics"][split]["crossentropy"], rel=1e-5)
+        assert {k: scores[k] for k in ("loss", "accuracy")} == {k: complete[0]["metrics"][split][k]
+                                                                for k in ("loss", "accuracy")}
+    assert {k: v for k, v in rescored.items() if k != "metrics"} == {k: v for k, v in complete[0].items()
+                                                                      if k != "metrics"}
+    assert "crossentropy" not in json.loads(paths[1].read_text())["metrics"]["test"]
+    assert module.main(args + ["--rescore"]) == 0
+    assert "nothing to add" in capsys.readouterr().out
+
+    # Weights that do not reproduce the recorded figures are not the trial's: refuse, write nothing.
+    tampered = json.loads(paths[0].read_text())
+    tampered["metrics"]["valid"]["loss"] *= 1.01
+    del tampered["metrics"]["test"]["crossentropy"]
+    paths[0].write_text(json.dumps(tampered))
+    assert module.main(args + ["--rescore"]) == 2
+    assert "not the weights it evaluated; nothing rescored" in capsys.readouterr().err
+    assert json.loads(paths[0].read_text()) == tampered
+
+
 def test_records_from_before_a_runner_option_existed_still_count_as_finished(tiny_data, tmp_path, capsys):
     module = load_train_module(EXP001)
     args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1"]
