@@ -252,6 +252,18 @@ def _layers_only(model):
     return keras.Model(model.inputs, model.outputs)
 
 
+def _kept_model(build_model: Callable[[dict], Any], config: dict, dataset: fmnist.FashionMNIST, seed: int,
+                weights: Path):
+    """The recipe's compiled model holding a trial's kept weights."""
+    import keras
+
+    if config["fix_seed"]:
+        keras.utils.set_random_seed(seed)
+    model = _build(build_model, config, dataset)
+    _layers_only(model).load_weights(weights)
+    return model
+
+
 def reusable_base_trial(base_directory: Path | None, config: dict, trial: int, fingerprint: str,
                         defaults: dict | None = None) -> dict | None:
     """The base experiment's finished record of this trial when its kept weights are what this trial
@@ -272,13 +284,8 @@ def score_base_weights(trial: int, directory: Path, base: dict, base_directory: 
                        build_model: Callable[[dict], Any], dataset: fmnist.FashionMNIST, label: str,
                        log: Callable[[str], None]) -> tuple[dict, np.ndarray]:
     """An evaluation-only trial: score the weights the base's same trial trained, without training."""
-    import keras
-
     start, started_at = time.perf_counter(), results.now_iso()
-    if config["fix_seed"]:
-        keras.utils.set_random_seed(base["seed"])
-    model = _build(build_model, config, dataset)
-    _layers_only(model).load_weights(base_directory / results.WEIGHTS_FILE)
+    model = _kept_model(build_model, config, dataset, base["seed"], base_directory / results.WEIGHTS_FILE)
     log(f"{label}: scoring the weights {base['folder']} trial {base['trial']} trained (same seed, data and "
         f"training config; {base['wall_seconds'] / 60:.0f} min of training not repeated)")
     metrics, test_probabilities = evaluate(model, dataset, config)
@@ -306,17 +313,12 @@ def rescore_trial(directory: Path, config: dict, build_model: Callable[[dict], A
     """Add to a finished trial's metrics what `evaluate` records now and the trial lacks, from its kept
     weights. The recorded figures stay as they were; the weights must first reproduce them (loss to
     RESCORE_LOSS_RTOL, accuracy to an image in a thousand, for near-ties), or nothing is written."""
-    import keras
-
     record = _finished_record(directory / results.METRICS_FILE)
     if not (directory / results.WEIGHTS_FILE).exists():
         log(f"{label}: no kept weights ({results.WEIGHTS_FILE}: trained elsewhere or before they were kept); "
             f"not rescored")
         return
-    if config["fix_seed"]:
-        keras.utils.set_random_seed(record["seed"])
-    model = _build(build_model, config, dataset)
-    _layers_only(model).load_weights(directory / results.WEIGHTS_FILE)
+    model = _kept_model(build_model, config, dataset, record["seed"], directory / results.WEIGHTS_FILE)
     metrics, _ = evaluate(model, dataset, config)
     for split, recorded in record["metrics"].items():
         now = metrics[split]
