@@ -382,3 +382,18 @@ def test_trial_cost_gives_an_evaluation_only_experiment_no_epochs(tmp_path):
     # the epoch: 3 forward passes per training image, one per valid image
     assert exp206["TFLOP/epoch"] == pytest.approx(exp206["MFLOP/image"] * 1e6 * (3 * 54_000 + 6_000) / 1e12)
     assert exp206["trials run"] == 0 and "s/epoch" not in table.columns  # nothing measured under tmp_path
+
+
+# ---------------------------------------------------------------- benchmarks/precision.py
+
+def test_precision_benchmark_times_each_variant_of_an_experiments_own_model():
+    done = run_script(str(REPO / "benchmarks" / "precision.py"), "--experiment", "exp002", "--batches", "2",
+                      "--rounds", "1", "--variants", "float32", "mixed_bfloat16")
+    assert done.returncode == 0, done.stderr
+    header, table = done.stdout.split("\n", 1)
+    assert header.startswith("exp002_conv, 1 thread(s), 2 batches x 1 rounds;") and "bfloat16 instructions" in header
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    assert set(rows) == {"float32", "mixed_bfloat16"} and rows["float32"][2] == "1.00x"
+    assert all(float(row[1]) > 0 for row in rows.values())  # milliseconds per batch
+    done = run_script(str(REPO / "benchmarks" / "precision.py"), "--experiment", "exp999")
+    assert done.returncode == 2 and "error: no experiment 'exp999'" in done.stderr
