@@ -535,6 +535,9 @@ def _run(folder, experiment, base, explanation, default_config, config, override
                     f"--results-dir")
         if record is not None and not args.force:
             difference = config_difference(record.get("config", {}), config, default_config)
+            if difference and args.rescore:
+                raise UsageError(f"{directory} was run with another config ({difference}); to rescore it, "
+                                 f"give the overrides it ran with (its metrics.json lists them)")
             if difference:
                 raise UsageError(
                     f"{directory} was run with another config ({difference}); rerun with --force to "

@@ -385,6 +385,8 @@ def test_rescore_adds_the_crossentropy_to_a_trial_from_before_it_from_its_kept_w
     assert "crossentropy" not in json.loads(paths[1].read_text())["metrics"]["test"]
     assert module.main(args + ["--rescore"]) == 0
     assert "nothing to add" in capsys.readouterr().out
+    assert module.main([*args[:4], "--trials", "2", "--rescore"]) == 2  # without the --epochs it ran with
+    assert "to rescore it, give the overrides it ran with" in capsys.readouterr().err
 
     # Weights that do not reproduce the recorded figures are not the trial's: refuse, write nothing.
     tampered = json.loads(paths[0].read_text())
