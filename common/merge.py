@@ -8,7 +8,8 @@ Each finished trial (metrics.json, with its history.csv and predictions.npz) is 
 <results-dir>/<data name>/<experiment folder>/trial_<i>/, the data name taken from the trial's
 recorded fingerprint. Records of the old layout named the data by a machine path
 (`idx:/home/.../fashion-mnist`); that path is dropped, and the name and kind of source are kept.
-A trial already present with the same metrics is skipped; one present with other metrics is a
+A trial already present with the same loss and accuracy is skipped (one copy may hold a metric the
+other lacks, added by `train.py --rescore`); one present with other figures is a
 conflict: reported, left as it is, exit code 1. Unfinished trials (a checkpoint without
 metrics.json) are not merged: their data is not recorded until they finish.
 """
@@ -66,7 +67,7 @@ def merge(sources: list[Path], results_dir: Path, move: bool, log=print) -> int:
                 continue  # already filed where it belongs
             existing = target / results.METRICS_FILE
             if existing.exists():
-                if json.loads(existing.read_text()).get("metrics") == record["metrics"]:
+                if same_result(json.loads(existing.read_text()).get("metrics", {}), record["metrics"]):
                     skipped += 1
                 else:
                     log(f"conflict: {target} already holds another result than {path}; left as it is")
@@ -85,6 +86,15 @@ def merge(sources: list[Path], results_dir: Path, move: bool, log=print) -> int:
     log(f"merged {merged} trial(s) into {results_dir}; {skipped} already there"
         + (f"; {conflicts} conflict(s)" if conflicts else ""))
     return 1 if conflicts else 0
+
+
+def same_result(metrics_a: dict, metrics_b: dict) -> bool:
+    """The same trial's result: loss and accuracy of every split alike. A copy that gained a metric
+    later (train.py --rescore adds the plain cross-entropy from the kept weights) is still the same."""
+    def core(metrics: dict) -> dict:
+        return {split: (scores.get("loss"), scores.get("accuracy")) for split, scores in metrics.items()}
+
+    return core(metrics_a) == core(metrics_b)
 
 
 def main(argv: list[str] | None = None) -> int:

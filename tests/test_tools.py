@@ -304,12 +304,19 @@ def test_merge_files_old_layout_trials_by_data_without_machine_paths(tmp_path, c
     assert (results / "offline-v1" / "exp001_simple_dense" / "trial_1" / "metrics.json").exists()
     assert (results / "offline-v1" / "exp001_simple_dense" / "trial_1" / "predictions.npz").read_bytes() == b"npz bytes"
     assert (elsewhere / "offline-v1" / "exp001_simple_dense" / "trial_1").exists()  # copied, not moved
+    rescored = json.loads(json.dumps(merged))  # the same trial after --rescore added a metric here
+    for scores in rescored["metrics"].values():
+        scores["crossentropy"] = scores["loss"]
+    (moved / "metrics.json").write_text(json.dumps(rescored))
+    capsys.readouterr()
+    assert merge.main([str(elsewhere), "--results-dir", str(results)]) == 0
+    assert "2 already there" in capsys.readouterr().out
     changed = {**merged, "metrics": {**merged["metrics"], "test": {"loss": 0.5, "accuracy": 0.5}}}
     (elsewhere / "offline-v1" / "exp001_simple_dense" / "trial_0" / "metrics.json").write_text(json.dumps(changed))
     capsys.readouterr()
     assert merge.main([str(elsewhere), "--results-dir", str(results)]) == 1
     assert "conflict:" in capsys.readouterr().out
-    assert json.loads((moved / "metrics.json").read_text())["metrics"] == old["metrics"]
+    assert json.loads((moved / "metrics.json").read_text())["metrics"] == rescored["metrics"]
 
 
 # ---------------------------------------------------------------- tools start without TensorFlow
