@@ -110,9 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         conv = statistics.median(c for _, c in runs)
         rows.append({"variant": variant, "ms per batch": round(ms), f"vs {args.variants[0]}": f"{first / ms:.2f}x",
                      "convolutions (oneDNN)": f"{conv / ms:.0%}" if conv else "–"})
-    hardware = results.hardware()
     print(f"{folder.name}, {args.threads} thread(s), {args.batches} batches x {args.rounds} rounds; "
-          f"{hardware['cpu']}, bfloat16 instructions: {bfloat16_instructions()}")
+          f"{results.cpu_name()}, bfloat16 instructions: {bfloat16_instructions()}")
     print(pd.DataFrame(rows).to_string(index=False))
     return 0
 
