@@ -523,9 +523,11 @@ def _run(folder, experiment, base, explanation, default_config, config, override
     # objection.
     selected = range(config["trials"]) if args.trial is None else [args.trial]
     pending = []
+    finished = 0
     for trial in range(config["trials"]):
         directory = results.trial_dir(results_dir, copy.name, folder, trial, args.smoke)
         record = _finished_record(directory / results.METRICS_FILE)
+        finished += record is not None and not args.force  # --force replaces them
         if record is not None:
             recorded = str(record.get("provenance", {}).get("data", {}).get("fingerprint"))
             if recorded != copy.fingerprint:
@@ -559,9 +561,10 @@ def _run(folder, experiment, base, explanation, default_config, config, override
                 else:
                     log(f"{label}: another process is running it; not rescored")
         return EXIT_OK
-    done = len(selected) - len(pending)
-    log(f"{folder}: {config['trials']} trial(s)" + (f", running trial {args.trial}" if args.trial is not None else "")
-        + f", {done} already finished on {copy.name}"
+    # Finished trials are counted over the whole experiment, also when --trial picks one of them.
+    log(f"{folder}: {config['trials']} trial(s), {finished} already finished on {copy.name}"
+        + (f"; trial {args.trial + 1}/{config['trials']} " + ("to run" if pending else "finished")
+           if args.trial is not None else "")
         + (f", overrides {overrides}" if overrides else "") + (" [smoke]" if args.smoke else ""))
     if not pending:
         return EXIT_OK

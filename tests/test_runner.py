@@ -110,6 +110,12 @@ def test_finished_trials_are_not_rerun(tiny_data, tmp_path, capsys):
     assert (trial_path(tmp_path, "exp001_simple_dense") / "metrics.json").read_text() == first
     assert module.main(args + ["--trials", "2"]) == 0
     assert "2 already finished" in capsys.readouterr().out
+    # --trial (as run_all's workers run) counts the whole experiment's finished trials, not only its own
+    assert module.main(args + ["--trials", "3", "--trial", "2"]) == 0
+    assert "3 trial(s), 2 already finished on" in capsys.readouterr().out
+    assert module.main(args + ["--trials", "3", "--trial", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "3 already finished on" in out and "; trial 1/3 finished" in out
 
 
 def test_another_config_is_refused_unless_forced(tiny_data, tmp_path, capsys):
