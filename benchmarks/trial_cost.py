@@ -14,6 +14,10 @@ results/<data>/ (median over their epochs, the first left out for tracing), with
 they ran on, and the operations per second that makes. With --device-tflops R, the minutes a trial
 would take at a sustained R TFLOP/s: an assumption you give, not a measurement (small nets at batch
 128 reach a small fraction of a GPU's peak; the input pipeline may bound them first).
+
+With --set KEY=VALUE [KEY=VALUE ...], the same count for a variant of the recipes that no folder holds yet,
+e.g. a wider net: `--experiments exp206 --set widths=96,192,384`. Values are read as train.py's
+--KEY flags read them; the variant's rows show no measured times (no trial of it ran).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from common import tensorflow_setup  # noqa: E402,F401  (quiets TensorFlow's start-up notices)
 from common import data as fmnist  # noqa: E402
 from common import experiments, results  # noqa: E402
+from common.runner import UsageError, parse_like  # noqa: E402
 
 TRAIN_IMAGES = round(60_000 * (1 - fmnist.VALID_FRACTION))
 VALID_IMAGES = 60_000 - TRAIN_IMAGES
@@ -83,13 +88,30 @@ def measured_epochs(results_dir: Path, data: str, folder: str) -> dict:
             "ran on": "; ".join(sorted(machines))}
 
 
-def cost_table(folders: list[Path], results_dir: Path, data: str) -> pd.DataFrame:
+def with_settings(config: dict, settings: list[str], folder: str) -> dict:
+    """The config with each KEY=VALUE applied, the value read like the train.py flag --KEY."""
+    config = dict(config)
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        key = key.strip().removeprefix("--").replace("-", "_")
+        if not sep or key not in config:
+            raise UsageError(f"--set {setting!r}: give KEY=VALUE with a KEY of {folder}'s config "
+                             f"({', '.join(sorted(config))})")
+        try:
+            config[key] = parse_like(config[key], key)(text)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"--set {setting!r}: {e}") from None
+    return config
+
+
+def cost_table(folders: list[Path], results_dir: Path, data: str, settings: list[str] = ()) -> pd.DataFrame:
+    """One row per experiment; with settings (KEY=VALUE), for the variant of each that they make."""
     import keras
 
     rows = []
     for folder in folders:
         definition = experiments.read_definition(folder)
-        config = definition.effective_config()
+        config = with_settings(definition.effective_config(), list(settings), folder.name)
         keras.utils.clear_session()
         model = experiments.load_module(folder).build_model(
             {**config, "steps_per_epoch": math.ceil(TRAIN_IMAGES / config["batch_size"])})
@@ -97,8 +119,10 @@ def cost_table(folders: list[Path], results_dir: Path, data: str) -> pd.DataFram
         epoch = forward * (3 * TRAIN_IMAGES + VALID_IMAGES)
         # An evaluation-only experiment scores its base's kept weights: no epochs of its own.
         epochs = 0 if experiments.trains_like_base(folder) else config["epochs"]
-        measured = measured_epochs(results_dir, data, folder.name)
-        row = {"experiment": folder.name, "parameters": model.count_params(), "MFLOP/image": forward / 1e6,
+        # A variant never ran: the folder's epoch times are not its own.
+        measured = {} if settings else measured_epochs(results_dir, data, folder.name)
+        name = folder.name + (f" [{', '.join(settings)}]" if settings else "")
+        row = {"experiment": name, "parameters": model.count_params(), "MFLOP/image": forward / 1e6,
                "TFLOP/epoch": epoch / 1e12, "epochs": epochs, "TFLOP/trial": epoch * epochs / 1e12,
                "trials": config["trials"], "trials run": measured.get("trials", 0)}
         if measured:
@@ -116,12 +140,15 @@ def main() -> int:
     parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
     parser.add_argument("--device-tflops", type=float, default=None,
                         help="an assumed sustained rate in TFLOP/s: adds minutes per trial at that rate")
+    parser.add_argument("--set", dest="settings", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="count a variant with these config values, e.g. widths=96,192,384 "
+                             "or blocks_per_stage=4")
     args = parser.parse_args()
     try:
         folders = experiments.select(args.experiments)
-    except experiments.UnknownExperiment as e:
-        raise SystemExit(f"error: {e}")
-    table = cost_table(folders, args.results_dir, args.data)
+        table = cost_table(folders, args.results_dir, args.data, args.settings)
+    except (experiments.UnknownExperiment, UsageError) as e:
+        parser.error(str(e))  # exit 2, as every command's usage errors
     if args.device_tflops:
         table[f"min/trial at {args.device_tflops:g} TFLOP/s"] = table["TFLOP/trial"] / args.device_tflops / 60
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 40):

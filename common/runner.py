@@ -51,7 +51,7 @@ class TrainingDiverged(Exception):
 
 # ---------------------------------------------------------------- command line
 
-def _parse_like(default: Any, key: str) -> Callable[[str], Any]:
+def parse_like(default: Any, key: str) -> Callable[[str], Any]:
     """An argparse type that reads a value of the same type as the config default (nanoGPT style)."""
 
     def parse(text: str) -> Any:
@@ -110,7 +110,7 @@ def build_parser(folder: str, explanation: str, config: dict) -> argparse.Argume
                                       "runner's fix_seed and one_hot)")
     for key, default in {**RUNNER_DEFAULTS, **config}.items():
         flags = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
-        group.add_argument(*flags, dest=f"config.{key}", type=_parse_like(default, key),
+        group.add_argument(*flags, dest=f"config.{key}", type=parse_like(default, key),
                            metavar=type(default).__name__.upper(), help=f"(default: {default!r})")
     return parser
 

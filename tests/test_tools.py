@@ -391,6 +391,23 @@ def test_trial_cost_gives_an_evaluation_only_experiment_no_epochs(tmp_path):
     assert exp206["trials run"] == 0 and "s/epoch" not in table.columns  # nothing measured under tmp_path
 
 
+def test_trial_cost_counts_a_variant_no_folder_holds(tmp_path):
+    from common import experiments
+    from common.runner import UsageError
+
+    trial_cost = _trial_cost()
+    folder = [experiments.find("exp206")]
+    plain = trial_cost.cost_table(folder, tmp_path, "none").iloc[0]
+    wide = trial_cost.cost_table(folder, tmp_path, "none", ["widths=96,192,384", "--trials=1"]).iloc[0]
+    assert wide.name == "exp206_longer_schedule [widths=96,192,384, --trials=1]" and wide["trials"] == 1
+    # twice the channels: the 3x3 convs between stages cost four times as much; stem and head only twice
+    assert 3.9 < wide["MFLOP/image"] / plain["MFLOP/image"] < 4.0
+    assert wide["parameters"] > 3.9 * plain["parameters"]
+    for bad in (["width=3"], ["widths=abc"], ["widths"]):
+        with pytest.raises(UsageError, match="--set"):
+            trial_cost.cost_table(folder, tmp_path, "none", bad)
+
+
 # ---------------------------------------------------------------- benchmarks/precision.py
 
 def test_precision_benchmark_times_each_variant_of_an_experiments_own_model():
