@@ -54,6 +54,7 @@ class Trial:
     trials: int  # how many trials the experiment runs in this invocation
     state: str = "pending"  # done | pending | resumable | locked
     after: Trial | None = None  # the base's same trial, for an evaluation-only experiment: it waits for it
+    lock: Path | None = None  # the trial folder's lock file, held while some process runs the trial
     returncode: int | None = None
     error: str = ""
     seconds: float = 0.0
@@ -86,7 +87,7 @@ def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_
         count = args.trials or (1 if args.smoke else default)
         for index in range(count):
             directory = results.trial_dir(results_dir, data_name, folder.name, index, args.smoke)
-            trial = Trial(folder, index, count)
+            trial = Trial(folder, index, count, lock=directory / ".lock")
             if (directory / results.METRICS_FILE).exists() and not args.force:
                 trial.state = "done"
             elif _locked(directory / ".lock"):
@@ -95,8 +96,9 @@ def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_
                 trial.state = "resumable"
             trials.append(trial)
     # An evaluation-only experiment (exp207 over exp206) scores the weights its base's same trial keeps:
-    # where that trial is still to run, start it first rather than train the same weights twice.
-    to_run = {(t.folder, t.index): t for t in trials if t.state in ("pending", "resumable")}
+    # where that trial is still to run, here or in another process, wait for it rather than train the
+    # same weights twice.
+    to_run = {(t.folder, t.index): t for t in trials if t.state in ("pending", "resumable", "locked")}
     for folder in folders:
         base = experiments.trains_like_base(folder)
         for trial in (t for t in trials if t.folder == folder and base is not None):
@@ -207,10 +209,18 @@ class Progress:
         self.bar.close()
 
 
+def _waits_elsewhere(trial: Trial) -> bool:
+    """True while the trial waits for a base trial that another process is running."""
+    return trial.after is not None and trial.after.state == "locked" and _locked(trial.after.lock)
+
+
 def _next_ready(waiting: deque[Trial]) -> Trial | None:
     """Take the first waiting trial that waits for no other (see Trial.after)."""
     for trial in waiting:
-        if trial.after is None or trial.after.returncode is not None:
+        after = trial.after
+        ended_here = after is not None and after.returncode is not None
+        ended_elsewhere = after is not None and after.state == "locked" and not _waits_elsewhere(trial)
+        if after is None or ended_here or ended_elsewhere:
             waiting.remove(trial)
             return trial
     return None
@@ -229,8 +239,8 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
             while waiting or running:
                 while waiting and len(running) < args.jobs:
                     trial = _next_ready(waiting)
-                    if trial is None and running:  # all wait for base trials that are running
-                        break
+                    if trial is None and (running or any(map(_waits_elsewhere, waiting))):
+                        break  # all wait for base trials that are running (here or elsewhere): poll again
                     trial = trial or waiting.popleft()  # nothing runs that they wait for: never hang
                     process = subprocess.Popen(trial_command(trial, args, threads), stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -378,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 command = trial_command(t, args, max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
                 print("would run: python", " ".join(command[2:])
-                      + (f"  (after {t.after.name}: scores its weights)" if t.after else ""))
+                      + (f"  (after {t.after.name}{', running elsewhere' if t.after.state == 'locked' else ''}"
+                         f": scores its weights)" if t.after else ""))
         return EXIT_OK
 
     args.results_dir.mkdir(parents=True, exist_ok=True)

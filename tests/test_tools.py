@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
 import math
 import subprocess
@@ -54,6 +56,29 @@ def test_an_evaluation_only_trial_waits_for_its_bases_same_trial(tiny_data, tmp_
     done = run_script("-m", "common.run_all", "--only", "exp20[67]", "--trials", "1", "--dry-run",
                       "--data-dir", str(tiny_data), "--results-dir", str(tmp_path), cwd=REPO)
     assert "(after exp206_longer_schedule trial 0: scores its weights)" in done.stdout
+
+
+def test_an_evaluation_only_trial_waits_for_its_base_trial_running_elsewhere(tiny_data, tiny_name, tmp_path):
+    """Another process runs exp206 trial 0: exp207 trial 0 waits for its lock rather than train its weights."""
+    import argparse
+    from collections import deque
+
+    from common import results
+
+    folders = [REPO / "exp206_longer_schedule", REPO / "exp207_test_time_flip"]
+    args = argparse.Namespace(trials=1, smoke=False, force=False)
+    base_dir = results.trial_dir(tmp_path, tiny_name, "exp206_longer_schedule", 0, False)
+    with results.trial_lock(base_dir) as acquired:  # as a run of exp206 --trial 0 holds it
+        assert acquired
+        base, exp207 = run_all.plan(folders, args, tmp_path, tiny_name)
+        assert base.state == "locked" and exp207.after is base
+        waiting = deque([exp207])
+        assert run_all._waits_elsewhere(exp207) and run_all._next_ready(waiting) is None
+        with contextlib.redirect_stdout(io.StringIO()) as out:  # the plan says so
+            assert run_all.main(["--only", "exp20[67]", "--trials", "1", "--dry-run", "--data-dir",
+                                 str(tiny_data), "--results-dir", str(tmp_path)]) == 0
+        assert "(after exp206_longer_schedule trial 0, running elsewhere: scores its weights)" in out.getvalue()
+    assert not run_all._waits_elsewhere(exp207) and run_all._next_ready(waiting) is exp207  # lock let go
 
 
 def test_only_given_again_queues_a_later_stage(tiny_data, tmp_path):
