@@ -7,7 +7,9 @@ that differ; and per split the loss and accuracy of each (mean±std over trials;
 of both recorded it, also the plain cross-entropy, which label smoothing and L2 do not change), the difference
 of the means (B - A) and, when both have at least two trials, Welch's t-test (two-sided, unequal
 variances) with a plain verdict at the 5% level; where both kept their test predictions, McNemar's
-exact test on the same test images and the accuracy per class. An experiment without results is
+exact test on the same test images and the accuracy per class. Where the two recipes' losses are
+different quantities (label smoothing, an L2 penalty, test-time flips: see `loss_definition`), the
+loss rows get no test and the output says which is which. An experiment without results is
 compared on code and config only, and the output says so.
 Trials on different data are never compared: each data copy with results gets its own table.
 """
@@ -67,7 +69,19 @@ def _mean_std(values: pd.Series) -> str:
         + f" (n={len(values)})"
 
 
-def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path) -> pd.DataFrame:
+def loss_definition(config: dict) -> str:
+    """What a recipe's recorded `loss` is (runner.evaluate): Keras' compiled loss, or with test-time
+    flips the plain cross-entropy of the averaged probabilities."""
+    if config.get("test_time_flip"):
+        return "the plain cross-entropy of each image's and its mirror image's averaged probabilities"
+    smoothing, l2 = config.get("label_smoothing", 0), config.get("l2", 0)
+    return ("the cross-entropy" + (f" against targets smoothed by {smoothing:g}" if smoothing else "")
+            + (f" plus the L2 penalty ({l2:g} x the squared weights)" if l2 else ""))
+
+
+def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path, same_loss: bool = True) -> pd.DataFrame:
+    """Per split and metric, A and B side by side with Welch's test; `same_loss` False when the two
+    recipes' losses measure different things (then their difference is shown without a test)."""
     rows = []
     for split in summarize.SPLITS:
         for metric in ("accuracy", "loss", "crossentropy"):
@@ -75,11 +89,13 @@ def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path) -> pd.DataFrame:
             values_b = trials[(trials.folder == b.name) & (trials.split == split)][metric]
             if metric == "crossentropy" and (values_a.isna().any() or values_b.isna().any()):
                 continue  # recorded only by trials since it was added: compare it where both sides have it
-            p = welch(values_a, values_b)
+            comparable = metric != "loss" or same_loss
+            p = welch(values_a, values_b) if comparable else math.nan
             rows.append({"split": split, "metric": metric, "A": _mean_std(values_a), "B": _mean_std(values_b),
                          "B - A": f"{values_b.mean() - values_a.mean():+.4f}",
                          "Welch p": "" if math.isnan(p) else f"{p:.3g}",
-                         "verdict": verdict(metric, values_a.mean(), values_b.mean(), p)})
+                         "verdict": verdict(metric, values_a.mean(), values_b.mean(), p) if comparable
+                         else "not comparable: different losses (below)"})
     return pd.DataFrame(rows)
 
 
@@ -147,6 +163,7 @@ def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, da
                             f"train the same recipe), so the metrics below differ by the evaluation alone."])
 
     heading("Metrics")
+    loss_a, loss_b = (loss_definition(d.effective_config()) for d in (definition_a, definition_b))
     trials, problems = summarize.collect_trials(results_dir)
     if not trials.empty:
         trials = trials[trials.folder.isin([a.name, b.name]) & ((trials.data == data) if data else True)]
@@ -161,8 +178,15 @@ def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, da
         if missing:
             out.append(f"No results on {name} for {' and '.join(missing)}: nothing to compare.")
         else:
-            table = metrics_comparison(on_data, a, b)
+            table = metrics_comparison(on_data, a, b, loss_a == loss_b)
             out.append(summarize.markdown_table(table) if markdown else table.to_string(index=False))
+            if loss_a != loss_b:
+                out.extend(["", f"The loss rows measure different things: A's loss is {loss_a}, B's {loss_b}. "
+                                + ("The crossentropy rows (against the true classes, on both sides) compare."
+                                   if (table.metric == "crossentropy").any() else
+                                   "Not every trial of the two recorded the plain cross-entropy, which would "
+                                   "compare (trials record it since 2026-11-29; `train.py --rescore` adds it "
+                                   "to a trial that kept its weights).")])
             out.extend(paired_comparison(on_data, a, b, results_dir, markdown))
         out.append("")
     if names:

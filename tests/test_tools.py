@@ -246,6 +246,30 @@ def test_diff_compares_plain_crossentropy_only_where_both_recorded_it(two_experi
     assert "test crossentropy" not in metrics and "valid crossentropy" in metrics
 
 
+def test_diff_tests_no_loss_that_measures_something_else(tmp_path, capsys):
+    results = tmp_path / "results"
+    for trial, (a, b) in enumerate([(0.90, 0.93), (0.91, 0.94)]):
+        write(results, "exp203_random_erase", trial, record("exp203", "exp203_random_erase", trial, a))
+        write(results, "exp204_label_smoothing", trial, record("exp204", "exp204_label_smoothing", trial, b))
+    assert diff.main(["exp203", "exp204", "--results-dir", str(results)]) == 0
+    metrics = capsys.readouterr().out.split("== Metrics ==")[1]
+    loss = next(line for line in metrics.splitlines() if line.split()[:2] == ["test", "loss"])
+    accuracy = next(line for line in metrics.splitlines() if line.split()[:2] == ["test", "accuracy"])
+    assert "not comparable: different losses" in loss and "p=" not in loss and "p=" in accuracy
+    assert ("A's loss is the cross-entropy, B's the cross-entropy against targets smoothed by 0.1. "
+            "Not every trial of the two recorded the plain cross-entropy") in metrics
+    for path in results.glob("*/exp20*/trial_*/metrics.json"):
+        rec = json.loads(path.read_text())
+        for scores in rec["metrics"].values():
+            scores["crossentropy"] = 0.2
+        path.write_text(json.dumps(rec))
+    assert diff.main(["exp203", "exp204", "--results-dir", str(results)]) == 0
+    assert "The crossentropy rows (against the true classes, on both sides) compare." in capsys.readouterr().out
+    # same loss on both sides (L2 on both): tested as before, no note
+    assert diff.loss_definition({"l2": 1e-3}) == "the cross-entropy plus the L2 penalty (0.001 x the squared weights)"
+    assert diff.loss_definition({"label_smoothing": 0.1, "test_time_flip": True}).startswith("the plain cross-entropy of")
+
+
 def test_diff_markdown_and_no_results(tmp_path):
     out = tmp_path / "diff.md"
     assert diff.main(["exp001", "exp002", "--format", "markdown", "--results-dir", str(tmp_path / "none"),
