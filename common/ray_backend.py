@@ -5,12 +5,13 @@
 
 The driver (the machine running run_all) owns the results directory; workers need no shared
 filesystem. A task runs the trial's train.py as a fresh process in a scratch folder of its worker
-(so TensorFlow's GPU memory is freed when the trial ends), then sends the trial's files back; the
-driver checks that the trial ran on the data it expects and with the recipe of the trials already
-there, and writes the files atomically into results/<data name>/<experiment>/trial_<i>/, metrics.json
+(so TensorFlow's GPU memory is freed when the trial ends), then sends the trial's files back, with
+the weights it kept; the driver checks that the trial ran on the data it expects and with the recipe
+of the trials already there, and writes the files atomically into results/<data name>/<experiment>/trial_<i>/, metrics.json
 last. A worker that dies mid-trial (killed, out of memory, a lost node) has its trial retried
 from the start, `--retries` times (default 2); a trial that keeps failing, or whose train.py exits
-with an error, is reported and the others go on.
+with an error, is reported and the others go on. A trial of an evaluation-only experiment (exp207)
+is submitted once its base's same trial has ended, and takes that trial's kept weights along to score.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import deque
 from pathlib import Path
 
 from common import experiments, results
 
-# What a task sends back: the trial's result files (small: about 30 KB together).
+# What a task sends back: the trial's result files (small: about 30 KB together), metrics.json last,
+# and the weights it kept (local state, a few MB: `train.py --rescore` and evaluation-only experiments
+# read them).
 TRIAL_FILES = (results.HISTORY_FILE, results.PREDICTIONS_FILE, results.METRICS_FILE)
+RETURNED_FILES = (results.WEIGHTS_FILE, *TRIAL_FILES)
 # The code the workers receive (Ray's working_dir); results and environments stay on the driver.
 EXCLUDES = [".git", ".venv*", "results", "**/__pycache__", ".pytest_cache", "*.png"]
 
@@ -44,15 +49,21 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def run_trial_task(command: list[str], folder: str, index: int, git: dict) -> dict:
-    """On a worker: run one trial in a scratch folder and return its files and its output."""
+def run_trial_task(command: list[str], folder: str, index: int, git: dict,
+                   inputs: dict[str, bytes] | None = None) -> dict:
+    """On a worker: run one trial in a scratch folder and return its files and its output. `inputs`:
+    files to put in the scratch results folder first (relative path: content), e.g. the base trial
+    whose weights an evaluation-only experiment scores."""
     with tempfile.TemporaryDirectory(prefix="fmnist-trial-") as scratch:
+        for relative, content in (inputs or {}).items():
+            (Path(scratch) / relative).parent.mkdir(parents=True, exist_ok=True)
+            (Path(scratch) / relative).write_bytes(content)
         process = subprocess.run([sys.executable, "-u", *command, "--results-dir", scratch],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  env={**os.environ, results.GIT_STATE_ENV_VAR: json.dumps(git)},
                                  preexec_fn=_die_with_parent)
         found = sorted(Path(scratch).rglob(f"{folder}/trial_{index}/{results.METRICS_FILE}"))
-        files = ({name: (found[0].parent / name).read_bytes() for name in TRIAL_FILES
+        files = ({name: (found[0].parent / name).read_bytes() for name in RETURNED_FILES
                   if (found[0].parent / name).exists()} if process.returncode == 0 and found else {})
     return {"returncode": process.returncode, "output": process.stdout, "files": files,
             "node": os.uname().nodename, "scratch": str(found[0].parent) if found else ""}
@@ -82,11 +93,26 @@ def accept(trial, reply: dict, copy, results_dir: Path, smoke: bool, force: bool
             if difference:
                 return (f"refused: {other.parent} was run with another config ({difference}); rerun with "
                         f"--force to replace such trials, or give another --results-dir")
-    for name in TRIAL_FILES:  # metrics.json last: the trial counts as finished once it is there
+    for name in RETURNED_FILES:  # metrics.json last: the trial counts as finished once it is there
         if name in reply["files"]:
             results.atomic_write_bytes(directory / name, reply["files"][name])
     shutil.rmtree(directory / "checkpoint", ignore_errors=True)  # a local run's leftover, now superseded
     return ""
+
+
+def base_trial_files(trial, results_dir: Path, data_name: str, smoke: bool) -> dict[str, bytes]:
+    """For a trial of an evaluation-only experiment (exp207 over exp206): the base's same trial as the
+    driver holds it (record, history, kept weights), to be scored on the worker instead of retrained.
+    Empty when there is no such trial here: the worker then trains the weights itself."""
+    base = experiments.trains_like_base(trial.folder)
+    if base is None:
+        return {}
+    directory = results.trial_dir(results_dir, data_name, base.name, trial.index, smoke)
+    names = (results.WEIGHTS_FILE, results.HISTORY_FILE, results.METRICS_FILE)
+    if not all((directory / name).exists() for name in names):
+        return {}
+    relative = directory.relative_to(results_dir)
+    return {(relative / name).as_posix(): (directory / name).read_bytes() for name in names}
 
 
 class RayUnavailable(RuntimeError):
@@ -125,21 +151,33 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
     with open(log_path, "a") as log, contextlib.ExitStack() as locks:
         log.write(f"\n=== run_all --ray started {results.now_iso()}: {len(todo)} trial(s), "
                   f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs ===\n")
+
+        def submit(trial) -> None:
+            directory = results.trial_dir(args.results_dir, copy.name, trial.folder.name, trial.index, args.smoke)
+            progress.start(trial, " (Ray task)")
+            if not locks.enter_context(results.trial_lock(directory)):  # held until the trial is written
+                trial.returncode = 0
+                trial.tail.append(f"{trial.name}: another process is running it; skipped")
+                progress.end(trial)
+                return
+            code = results.git_state(["common", "requirements.txt", f"{trial.folder.name}/train.py"])
+            inputs = base_trial_files(trial, args.results_dir, copy.name, args.smoke)
+            in_flight[remote.remote(trial_command(trial, args, threads), trial.folder.name, trial.index,
+                                    code, inputs)] = trial
+
+        from common.run_all import next_ready, waits_elsewhere
+
         try:
-            while waiting:  # submit everything; Ray runs what the resources allow
-                trial = waiting.popleft()
-                directory = results.trial_dir(args.results_dir, copy.name, trial.folder.name, trial.index, args.smoke)
-                progress.start(trial, " (Ray task)")
-                if not locks.enter_context(results.trial_lock(directory)):  # held until the trial is written
-                    trial.returncode = 0
-                    trial.tail.append(f"{trial.name}: another process is running it; skipped")
-                    progress.end(trial)
-                    continue
-                code = results.git_state(["common", "requirements.txt", f"{trial.folder.name}/train.py"])
-                in_flight[remote.remote(trial_command(trial, args, threads), trial.folder.name, trial.index,
-                                        code)] = trial
-            while in_flight:
-                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            while waiting or in_flight:
+                # Submit every trial that waits for no other; Ray runs what the resources allow. An
+                # evaluation-only trial (exp207) goes once its base's same trial has ended (run_all.plan).
+                while (trial := next_ready(waiting)) is not None:
+                    submit(trial)
+                if waiting and not in_flight and not any(map(waits_elsewhere, waiting)):
+                    submit(waiting.popleft())  # nothing runs that they wait for: never hang
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0) if in_flight else ([], [])
+                if not in_flight:
+                    time.sleep(1.0)  # they wait for a base trial that another process runs
                 for ref in ready:
                     trial = in_flight.pop(ref)
                     try:

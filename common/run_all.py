@@ -209,17 +209,17 @@ class Progress:
         self.bar.close()
 
 
-def _waits_elsewhere(trial: Trial) -> bool:
+def waits_elsewhere(trial: Trial) -> bool:
     """True while the trial waits for a base trial that another process is running."""
     return trial.after is not None and trial.after.state == "locked" and _locked(trial.after.lock)
 
 
-def _next_ready(waiting: deque[Trial]) -> Trial | None:
+def next_ready(waiting: deque[Trial]) -> Trial | None:
     """Take the first waiting trial that waits for no other (see Trial.after)."""
     for trial in waiting:
         after = trial.after
         ended_here = after is not None and after.returncode is not None
-        ended_elsewhere = after is not None and after.state == "locked" and not _waits_elsewhere(trial)
+        ended_elsewhere = after is not None and after.state == "locked" and not waits_elsewhere(trial)
         if after is None or ended_here or ended_elsewhere:
             waiting.remove(trial)
             return trial
@@ -238,8 +238,8 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
         try:
             while waiting or running:
                 while waiting and len(running) < args.jobs:
-                    trial = _next_ready(waiting)
-                    if trial is None and (running or any(map(_waits_elsewhere, waiting))):
+                    trial = next_ready(waiting)
+                    if trial is None and (running or any(map(waits_elsewhere, waiting))):
                         break  # all wait for base trials that are running (here or elsewhere): poll again
                     trial = trial or waiting.popleft()  # nothing runs that they wait for: never hang
                     process = subprocess.Popen(trial_command(trial, args, threads), stdout=subprocess.PIPE,

@@ -40,7 +40,7 @@ def test_ray_gives_the_same_metrics_as_plain_run_all_and_the_driver_writes_the_f
     assert "/fmnist-trial-" not in on_ray.stdout and str(tmp_path / "ray") in on_ray.stdout
     trial = next((tmp_path / "ray").rglob("exp002_conv/trial_0"))
     assert sorted(p.name for p in trial.iterdir() if not p.name.startswith(".")) == [
-        "history.csv", "metrics.json", "predictions.npz"]
+        "history.csv", "metrics.json", "model.weights.h5", "predictions.npz"]  # the weights kept, as locally
     assert " on " in log  # each trial's output, with the node that ran it
     record = json.loads((trial / "metrics.json").read_text())
     assert record["provenance"]["git"]["commit"]  # the driver's account of the code the worker ran
@@ -50,6 +50,20 @@ def test_ray_gives_the_same_metrics_as_plain_run_all_and_the_driver_writes_the_f
     command = ray_backend.trial_command(type("T", (), {"folder": REPO / "exp002_conv", "index": 1})(), Args, 1)
     assert command == ["exp002_conv/train.py", "--trial", "1", "--trials", "2", "--data-dir", "/data/on/the/workers",
                        "--threads", "1"]  # no results directory: the worker picks a scratch one
+
+
+def test_an_evaluation_only_trial_scores_its_bases_weights_on_ray_too(tiny_data, tmp_path):
+    """exp207 goes to a worker once exp206's same trial has ended, with that trial's kept weights."""
+    results = tmp_path / "results"
+    done = run_script("-m", "common.run_all", "--ray", "--only", "exp206", "exp207", "--smoke", "--cpus-per-trial", "1",
+                      "--data-dir", str(tiny_data), "--results-dir", str(results), cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "scoring the weights exp206_longer_schedule trial 0 trained" in (results / "run_all.log").read_text()
+    base, flip = (next(results.rglob(f"{folder}/trial_0")) for folder in ("exp206_longer_schedule",
+                                                                          "exp207_test_time_flip"))
+    record = json.loads((flip / "metrics.json").read_text())
+    assert record["weights_from"]["folder"] == "exp206_longer_schedule" and (flip / "model.weights.h5").exists()
+    assert (flip / "history.csv").read_bytes() == (base / "history.csv").read_bytes()
 
 
 def test_a_failing_trial_is_reported_and_the_others_finish(tiny_data, tmp_path):

@@ -49,10 +49,10 @@ def test_an_evaluation_only_trial_waits_for_its_bases_same_trial(tiny_data, tmp_
     trials = {(t.folder.name[:6], t.index): t for t in run_all.plan(folders, args, tmp_path, "tiny")}
     assert trials["exp207", 1].after is trials["exp206", 1] and trials["exp206", 1].after is None
     waiting = deque([trials["exp207", 0], trials["exp205", 1], trials["exp206", 1], trials["exp207", 1]])
-    assert run_all._next_ready(waiting) is trials["exp205", 1]  # exp206 trial 0 still runs
+    assert run_all.next_ready(waiting) is trials["exp205", 1]  # exp206 trial 0 still runs
     trials["exp206", 0].returncode = 0
-    assert run_all._next_ready(waiting) is trials["exp207", 0]
-    assert run_all._next_ready(waiting) is trials["exp206", 1] and run_all._next_ready(waiting) is None
+    assert run_all.next_ready(waiting) is trials["exp207", 0]
+    assert run_all.next_ready(waiting) is trials["exp206", 1] and run_all.next_ready(waiting) is None
     done = run_script("-m", "common.run_all", "--only", "exp20[67]", "--trials", "1", "--dry-run",
                       "--data-dir", str(tiny_data), "--results-dir", str(tmp_path), cwd=REPO)
     assert "(after exp206_longer_schedule trial 0: scores its weights)" in done.stdout
@@ -73,12 +73,12 @@ def test_an_evaluation_only_trial_waits_for_its_base_trial_running_elsewhere(tin
         base, exp207 = run_all.plan(folders, args, tmp_path, tiny_name)
         assert base.state == "locked" and exp207.after is base
         waiting = deque([exp207])
-        assert run_all._waits_elsewhere(exp207) and run_all._next_ready(waiting) is None
+        assert run_all.waits_elsewhere(exp207) and run_all.next_ready(waiting) is None
         with contextlib.redirect_stdout(io.StringIO()) as out:  # the plan says so
             assert run_all.main(["--only", "exp20[67]", "--trials", "1", "--dry-run", "--data-dir",
                                  str(tiny_data), "--results-dir", str(tmp_path)]) == 0
         assert "(after exp206_longer_schedule trial 0, running elsewhere: scores its weights)" in out.getvalue()
-    assert not run_all._waits_elsewhere(exp207) and run_all._next_ready(waiting) is exp207  # lock let go
+    assert not run_all.waits_elsewhere(exp207) and run_all.next_ready(waiting) is exp207  # lock let go
 
 
 def test_only_given_again_queues_a_later_stage(tiny_data, tmp_path):
