@@ -7,8 +7,8 @@ The driver (the machine running run_all) owns the results directory; workers nee
 filesystem. A task runs the trial's train.py as a fresh process in a scratch folder of its worker
 (so TensorFlow's GPU memory is freed when the trial ends), then sends the trial's files back, with
 the weights it kept; the driver checks that the trial ran on the data it expects and with the recipe
-of the trials already there, and writes the files atomically into results/<data name>/<experiment>/trial_<i>/, metrics.json
-last. A worker that dies mid-trial (killed, out of memory, a lost node) has its trial retried
+of the trials already there, and writes the files atomically into
+results/<data name>/<experiment>/trial_<i>/, metrics.json last. A worker that dies mid-trial (killed, out of memory, a lost node) has its trial retried
 from the start, `--retries` times (default 2); a trial that keeps failing, or whose train.py exits
 with an error, is reported and the others go on. A trial of an evaluation-only experiment (exp207)
 is submitted once its base's same trial has ended, and takes that trial's kept weights along to score.
@@ -32,11 +32,9 @@ from pathlib import Path
 
 from common import experiments, results
 
-# What a task sends back: the trial's result files (small: about 30 KB together), metrics.json last,
-# and the weights it kept (local state, a few MB: `train.py --rescore` and evaluation-only experiments
-# read them).
-TRIAL_FILES = (results.HISTORY_FILE, results.PREDICTIONS_FILE, results.METRICS_FILE)
-RETURNED_FILES = (results.WEIGHTS_FILE, *TRIAL_FILES)
+# What a task sends back, metrics.json last: the weights the trial kept (local state, a few MB:
+# `train.py --rescore` and evaluation-only experiments read them) and its result files (about 30 KB).
+TRIAL_FILES = (results.WEIGHTS_FILE, results.HISTORY_FILE, results.PREDICTIONS_FILE, results.METRICS_FILE)
 # The code the workers receive (Ray's working_dir); results and environments stay on the driver.
 EXCLUDES = [".git", ".venv*", "results", "**/__pycache__", ".pytest_cache", "*.png"]
 
@@ -63,7 +61,7 @@ def run_trial_task(command: list[str], folder: str, index: int, git: dict,
                                  env={**os.environ, results.GIT_STATE_ENV_VAR: json.dumps(git)},
                                  preexec_fn=_die_with_parent)
         found = sorted(Path(scratch).rglob(f"{folder}/trial_{index}/{results.METRICS_FILE}"))
-        files = ({name: (found[0].parent / name).read_bytes() for name in RETURNED_FILES
+        files = ({name: (found[0].parent / name).read_bytes() for name in TRIAL_FILES
                   if (found[0].parent / name).exists()} if process.returncode == 0 and found else {})
     return {"returncode": process.returncode, "output": process.stdout, "files": files,
             "node": os.uname().nodename, "scratch": str(found[0].parent) if found else ""}
@@ -93,7 +91,7 @@ def accept(trial, reply: dict, copy, results_dir: Path, smoke: bool, force: bool
             if difference:
                 return (f"refused: {other.parent} was run with another config ({difference}); rerun with "
                         f"--force to replace such trials, or give another --results-dir")
-    for name in RETURNED_FILES:  # metrics.json last: the trial counts as finished once it is there
+    for name in TRIAL_FILES:  # metrics.json last: the trial counts as finished once it is there
         if name in reply["files"]:
             results.atomic_write_bytes(directory / name, reply["files"][name])
     shutil.rmtree(directory / "checkpoint", ignore_errors=True)  # a local run's leftover, now superseded
@@ -175,9 +173,10 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
                     submit(trial)
                 if waiting and not in_flight and not any(map(waits_elsewhere, waiting)):
                     submit(waiting.popleft())  # nothing runs that they wait for: never hang
-                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0) if in_flight else ([], [])
-                if not in_flight:
-                    time.sleep(1.0)  # they wait for a base trial that another process runs
+                if not in_flight:  # they wait for a base trial that another process runs
+                    time.sleep(1.0)
+                    continue
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                 for ref in ready:
                     trial = in_flight.pop(ref)
                     try:

@@ -90,7 +90,7 @@ def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_
             trial = Trial(folder, index, count, lock=directory / ".lock")
             if (directory / results.METRICS_FILE).exists() and not args.force:
                 trial.state = "done"
-            elif _locked(directory / ".lock"):
+            elif _locked(trial.lock):
                 trial.state = "locked"
             elif (directory / "checkpoint" / "state.json").exists():
                 trial.state = "resumable"
@@ -217,10 +217,8 @@ def waits_elsewhere(trial: Trial) -> bool:
 def next_ready(waiting: deque[Trial]) -> Trial | None:
     """Take the first waiting trial that waits for no other (see Trial.after)."""
     for trial in waiting:
-        after = trial.after
-        ended_here = after is not None and after.returncode is not None
-        ended_elsewhere = after is not None and after.state == "locked" and not waits_elsewhere(trial)
-        if after is None or ended_here or ended_elsewhere:
+        after = trial.after  # ended here, or let go by the process that ran it elsewhere
+        if after is None or after.returncode is not None or (after.state == "locked" and not _locked(after.lock)):
             waiting.remove(trial)
             return trial
     return None
