@@ -4,12 +4,14 @@
     python -m common.merge /path/to/other/results          # copy its finished trials into results/
     python -m common.merge results                          # move old-layout trials into results/<data>/
 
-Each finished trial (metrics.json, with its history.csv and predictions.npz) is filed under
+Each finished trial (metrics.json, with its history.csv, predictions.npz and, where the source kept
+them, its trained weights, model.weights.h5, which exp207 scores) is filed under
 <results-dir>/<data name>/<experiment folder>/trial_<i>/, the data name taken from the trial's
 recorded fingerprint. Records of the old layout named the data by a machine path
 (`idx:/home/.../fashion-mnist`); that path is dropped, and the name and kind of source are kept.
 A trial already present with the same loss and accuracy is skipped (one copy may hold a metric the
-other lacks, added by `train.py --rescore`); one present with other figures is a
+other lacks, added by `train.py --rescore`), but gains the source's weights if it has none (a clone
+holds the committed trial, never its weights); one present with other figures is a
 conflict: reported, left as it is, exit code 1. Unfinished trials (a checkpoint without
 metrics.json) are not merged: their data is not recorded until they finish.
 """
@@ -69,11 +71,16 @@ def merge(sources: list[Path], results_dir: Path, move: bool, log=print) -> int:
             if existing.exists():
                 if same_result(json.loads(existing.read_text()).get("metrics", {}), record["metrics"]):
                     skipped += 1
+                    weights = path.with_name(results.WEIGHTS_FILE)
+                    if weights.exists() and not (target / results.WEIGHTS_FILE).exists():
+                        # a clone holds the committed trial; its weights (never committed) come from here
+                        results.atomic_write_bytes(target / results.WEIGHTS_FILE, weights.read_bytes())
+                        log(f"added the kept weights of {path.parent} to {target}")
                 else:
                     log(f"conflict: {target} already holds another result than {path}; left as it is")
                     conflicts += 1
                 continue
-            for name in (results.HISTORY_FILE, results.PREDICTIONS_FILE):
+            for name in (results.HISTORY_FILE, results.PREDICTIONS_FILE, results.WEIGHTS_FILE):
                 if path.with_name(name).exists():
                     results.atomic_write_bytes(target / name, path.with_name(name).read_bytes())
             results.atomic_write_json(existing, record)  # last: a trial counts once metrics.json is there

@@ -14,7 +14,9 @@
 # DURATION is what `timeout` takes (90s, 8m, 2h). When it is up, run_all is interrupted: the running
 # trials save their last finished epoch and exit, so that packing and copying back fit in the lease.
 # Only the trials this run finished are packed (metrics.json, history.csv, predictions.npz: tens of
-# KB each) into OUT_DIR/trials.tar.gz, beside the run's output; unfinished ones stay behind. Each
+# KB each) into OUT_DIR/trials.tar.gz, beside the run's output; unfinished ones stay behind.
+# PACK_WEIGHTS=1 packs each trial's trained weights too (model.weights.h5, megabytes each): what an
+# evaluation-only experiment (exp207 scores exp206's weights) needs back home, where merge files them. Each
 # trial records its hardware, and the results table says which rows mix CPU and GPU trials.
 # Trials go to results/ (or $FASHION_MNIST_RESULTS_DIR), where run_all sees which are finished.
 # $PYTHON names the interpreter (default: python3). Try it on a CPU first: add --smoke.
@@ -65,7 +67,9 @@ if [ ${#finished[@]} -eq 0 ]; then
 fi
 files=()
 for trial in "${finished[@]}"; do
-    for name in metrics.json history.csv predictions.npz; do
+    names=(metrics.json history.csv predictions.npz)
+    if [ "${PACK_WEIGHTS:-0}" = 1 ]; then names+=(model.weights.h5); fi
+    for name in "${names[@]}"; do
         if [ -e "$results/$trial/$name" ]; then files+=("$trial/$name"); fi
     done
 done

@@ -52,6 +52,32 @@ def test_packs_only_the_trials_this_run_finished_and_merge_files_them(tiny_data,
     assert got["metrics"] == sent["metrics"]
 
 
+
+def test_pack_weights_carries_the_kept_weights_to_a_clone_that_has_the_trial(tiny_data, tiny_name, tmp_path,
+                                                                              monkeypatch):
+    """PACK_WEIGHTS=1: the trained weights travel too, and merge gives them to a copy of the same trial
+    without them (a clone holds committed trials, never their weights), which evaluation-only
+    experiments (exp207) score."""
+    results, out = tmp_path / "lent" / "results", tmp_path / "out"
+    monkeypatch.setenv("PACK_WEIGHTS", "1")
+    done = timed_trials("5m", str(out), "--only", "exp001", "--epochs", "1", "--trials", "1",
+                        "--data-dir", str(tiny_data), results=results)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trial = f"results/{tiny_name}/exp001_simple_dense/trial_0"
+    with tarfile.open(out / "trials.tar.gz") as archive:
+        assert f"{trial}/model.weights.h5" in archive.getnames()
+    subprocess.run(["tar", "xzf", str(out / "trials.tar.gz"), "-C", str(tmp_path)], check=True)
+
+    home = tmp_path / "home"  # the clone: the committed files of the same trial, no weights
+    clone_trial = home / tiny_name / "exp001_simple_dense" / "trial_0"
+    clone_trial.mkdir(parents=True)
+    for name in ("metrics.json", "history.csv", "predictions.npz"):
+        (clone_trial / name).write_bytes((tmp_path / trial / name).read_bytes())
+    merged = run_script("-m", "common.merge", str(tmp_path / "results"), "--results-dir", str(home), cwd=REPO)
+    assert merged.returncode == 0, merged.stderr
+    assert "1 already there" in merged.stdout and "added the kept weights" in merged.stdout
+    assert (clone_trial / "model.weights.h5").read_bytes() == (tmp_path / trial / "model.weights.h5").read_bytes()
+
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     for args in (["8 minutes", str(tmp_path / "out")], ["8m"], ["8m", str(tmp_path / "out"), "--results-dir", "x"]):
         done = timed_trials(*args, results=tmp_path / "results", timeout=60)
