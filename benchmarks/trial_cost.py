@@ -11,7 +11,8 @@ gradients with respect to activations and to weights, Kaplan et al. 2020), a val
 epoch is the 54,000 training and 6,000 valid images, and a trial its planned epochs (early stopping
 can end it sooner). Beside the count: the seconds per epoch of the finished trials under
 results/<data>/ (median over their epochs, the first left out for tracing), with the CPU and threads
-they ran on, and the operations per second that makes. With --device-tflops R, the minutes a trial
+they ran on, and the operations per second that makes; where the trials ran on several machines,
+the figures are the fastest one's and `ran on` gives each machine's median seconds an epoch. With --device-tflops R, the minutes a trial
 would take at a sustained R TFLOP/s: an assumption you give, not a measurement (small nets at batch
 128 reach a small fraction of a GPU's peak; the input pipeline may bound them first).
 
@@ -70,22 +71,29 @@ def forward_flops(model) -> int:
 
 
 def measured_epochs(results_dir: Path, data: str, folder: str) -> dict:
-    """Median seconds per epoch of an experiment's finished trials, and where they ran."""
-    seconds, machines, wall = [], set(), []
+    """Median seconds per epoch of an experiment's finished trials, and where they ran. Trials on
+    several machines: the figures of the fastest (its median epoch), and each machine's median."""
+    by_machine: dict[str, dict[str, list]] = {}
     for metrics_file in sorted(results.experiment_dir(results_dir, data, folder).glob("trial_*/metrics.json")):
         record = json.loads(metrics_file.read_text())
         if record.get("weights_from"):  # scored another experiment's weights: no training of its own
             continue
         history = pd.read_csv(metrics_file.with_name("history.csv"))
-        seconds += history["seconds"].iloc[1:].tolist()
         hardware = record["provenance"]["hardware"]
-        machines.add(f"{hardware['cpu'] if hardware['device'] == 'CPU' else hardware['gpus']}, "
-                     f"{hardware.get('threads', '?')} thread(s)")
-        wall.append(record["wall_seconds"])
-    if not seconds:
+        vector = f" ({hardware['cpu_vector_instructions']})" if hardware.get("cpu_vector_instructions") else ""
+        machine = (f"{hardware['cpu'] + vector if hardware['device'] == 'CPU' else hardware['gpus']}, "
+                   f"{hardware.get('threads', '?')} thread(s)")
+        measured = by_machine.setdefault(machine, {"seconds": [], "wall": []})
+        measured["seconds"] += history["seconds"].iloc[1:].tolist()
+        measured["wall"].append(record["wall_seconds"])
+    if not by_machine:
         return {}
-    return {"trials": len(wall), "s/epoch": pd.Series(seconds).median(), "hours/trial": pd.Series(wall).mean() / 3600,
-            "ran on": "; ".join(sorted(machines))}
+    medians = {machine: pd.Series(m["seconds"]).median() for machine, m in by_machine.items()}
+    fastest = min(medians, key=medians.get)
+    return {"trials": sum(len(m["wall"]) for m in by_machine.values()), "s/epoch": medians[fastest],
+            "hours/trial": pd.Series(by_machine[fastest]["wall"]).mean() / 3600,
+            "ran on": fastest if len(medians) == 1 else "; ".join(
+                f"{machine}: {medians[machine]:.0f} s" for machine in sorted(medians, key=medians.get))}
 
 
 def with_settings(config: dict, settings: list[str], folder: str) -> dict:

@@ -55,6 +55,7 @@ def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
     assert str(tiny_data) not in json.dumps(record)  # no machine paths in result files
     assert {"python", "tensorflow", "keras", "numpy"} <= set(provenance["versions"])
     assert provenance["hardware"]["device"] == "CPU" and "commit" in provenance["git"]
+    assert "cpu_vector_instructions" in provenance["hardware"]  # same CPU name, AVX2 or AVX-512
     predictions = results_module.read_predictions(trial_path(results, "exp002_conv", 1) / "predictions.npz")
     assert predictions.probabilities.shape == (100, 10) and list(predictions.labels) == [i % 10 for i in range(100)]
     assert abs(predictions.probabilities.sum(axis=1) - 1).max() < 0.02  # each probability within 1/510

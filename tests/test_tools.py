@@ -440,6 +440,39 @@ def test_trial_cost_gives_an_evaluation_only_experiment_no_epochs(tmp_path):
     assert exp206["trials run"] == 0 and "s/epoch" not in table.columns  # nothing measured under tmp_path
 
 
+
+def test_trial_cost_gives_each_machine_its_own_epoch_time(tmp_path):
+    """Trials of one experiment on two machines: the fastest machine's figures, each machine's median."""
+    trial_cost = _trial_cost()
+    folder = tmp_path / "offline-v2" / "exp206_longer_schedule"
+    machines = [({"device": "CPU", "cpu": "Intel Xeon", "threads": 1}, [90, 200, 210, 206], 5 * 3600),
+                ({"device": "CPU", "cpu": "AMD EPYC", "cpu_vector_instructions": "AVX-512", "threads": 2},
+                 [70, 57, 56, 58], 4500),
+                ({"device": "CPU", "cpu": "AMD EPYC", "cpu_vector_instructions": "AVX-512", "threads": 2},
+                 [70, 55, 59, 60], 4700)]
+    for trial, (hardware, seconds, wall) in enumerate(machines):
+        directory = folder / f"trial_{trial}"
+        directory.mkdir(parents=True)
+        (directory / "metrics.json").write_text(json.dumps({"provenance": {"hardware": hardware},
+                                                            "wall_seconds": wall}))
+        (directory / "history.csv").write_text("epoch,seconds\n" + "".join(
+            f"{epoch},{second}\n" for epoch, second in enumerate(seconds, 1)))
+    measured = trial_cost.measured_epochs(tmp_path, "offline-v2", "exp206_longer_schedule")
+    # first epochs left out (tracing); AMD: 57, 56, 58, 55, 59, 60 -> median 57.5; Xeon: 200, 210, 206 -> 206
+    assert measured["trials"] == 3 and measured["s/epoch"] == 57.5
+    assert measured["hours/trial"] == pytest.approx(4600 / 3600)
+    assert measured["ran on"] == "AMD EPYC (AVX-512), 2 thread(s): 58 s; Intel Xeon, 1 thread(s): 206 s"
+
+
+def test_vector_instructions_names_the_widest_extension():
+    from common.results import vector_instructions
+
+    assert vector_instructions("flags : fpu sse2 avx avx2 fma avx512f avx512bw") == "AVX-512"
+    assert vector_instructions("flags : fpu sse2 avx avx2 fma") == "AVX2"
+    assert vector_instructions("flags : fpu sse2 avx") == "AVX"
+    assert vector_instructions("flags : fpu sse2") == "none of AVX, AVX2, AVX-512"
+    assert vector_instructions("Features : fp asimd") is None  # not an x86 /proc/cpuinfo
+
 def test_trial_cost_counts_a_variant_no_folder_holds(tmp_path):
     from common import experiments
     from common.runner import UsageError
