@@ -11,7 +11,8 @@ Each reference run: the tests' synthetic IDX dataset, seed fixed (also for exper
 normally run unseeded), 2 epochs, 1 trial, batch size 32, TensorFlow's default threads (one per
 core: 2 on the project's machines).
 
-What is compared, and why only that: the loss on train, valid and test, to a relative 1e-3.
+What is compared, and why only that: the loss on train, valid and test, to a relative 1e-3
+(wider for the few runs that sit on a knife edge: LOSS_RTOL_OF below).
 The loss is a smooth function of the weights, so across x86 CPUs (AVX-512 or AVX2 only: other
 summation orders) and thread counts it moves by float noise only (at most 2.4e-5 relative between
 one and two threads, measured on all 22 experiments), while a real change to shared code moves it
@@ -37,6 +38,11 @@ from conftest import make_dataset  # noqa: E402
 REFERENCE = Path(__file__).with_name("regression_reference.json")
 ARGS = ["--epochs", "2", "--trials", "1", "--batch_size", "32", "--fix_seed", "true"]
 LOSS_RTOL = 1e-3  # float noise across CPUs and thread counts is far smaller; real changes are larger
+# Runs on a knife edge amplify float noise: SGD at a peak rate of 0.1 (exp205, exp206) blows the tiny
+# run's loss up to about 17,000, and exp112's rate sits near that edge. Measured on an AMD EPYC with
+# AVX-512 against the reference recorded on an Intel Xeon: 1.1e-2 and 2.9e-3 relative. Their wider
+# tolerance still catches a change of the shuffle order (5% on the well-behaved runs).
+LOSS_RTOL_OF = {"exp112_lr_retune": 1e-2, "exp205_sgd_weight_decay": 4e-2, "exp206_longer_schedule": 4e-2}
 
 
 def run(folder: Path, data_dir: Path, results_dir: Path, threads: int = 0) -> dict:
@@ -61,12 +67,13 @@ def differences(folder: Path, metrics: dict, reference: dict | None = None) -> l
     if recorded is None:
         return [f"{folder.name}: no recorded reference; run python tests/regression.py --record {folder.name}"]
     found = []
+    tolerance = LOSS_RTOL_OF.get(folder.name, LOSS_RTOL)
     for split, values in recorded.items():
         actual, expected = metrics[split]["loss"], values["loss"]
-        if abs(actual - expected) > LOSS_RTOL * abs(expected):
+        if abs(actual - expected) > tolerance * abs(expected):
             found.append(f"{folder.name} {split} loss: {actual:.6f}, recorded {expected:.6f} "
                          f"(relative difference {abs(actual - expected) / abs(expected):.1e}, "
-                         f"tolerance {LOSS_RTOL:.0e})")
+                         f"tolerance {tolerance:.0e})")
     return found
 
 
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             elif folder.name in reference:
                 problems += differences(folder, metrics, reference)
                 worst = max(abs(metrics[s]["loss"] - v["loss"]) / v["loss"] for s, v in reference[folder.name].items())
-                print(f"{folder.name}: largest relative loss difference {worst:.1e} (tolerance {LOSS_RTOL:.0e})")
+                print(f"{folder.name}: largest relative loss difference {worst:.1e} (tolerance {LOSS_RTOL_OF.get(folder.name, LOSS_RTOL):.0e})")
             else:
                 problems += differences(folder, metrics, reference)
     if args.record:
