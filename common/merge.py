@@ -80,7 +80,7 @@ def merge(sources: list[Path], results_dir: Path, move: bool, log=print) -> int:
                     log(f"conflict: {target} already holds another result than {path}; left as it is")
                     conflicts += 1
                 continue
-            for name in (results.HISTORY_FILE, results.PREDICTIONS_FILE, results.WEIGHTS_FILE):
+            for name in results.TRIAL_FILES[:-1]:
                 if path.with_name(name).exists():
                     results.atomic_write_bytes(target / name, path.with_name(name).read_bytes())
             results.atomic_write_json(existing, record)  # last: a trial counts once metrics.json is there

@@ -34,7 +34,7 @@ from common import experiments, results
 
 # What a task sends back, metrics.json last: the weights the trial kept (local state, a few MB:
 # `train.py --rescore` and evaluation-only experiments read them) and its result files (about 30 KB).
-TRIAL_FILES = (results.WEIGHTS_FILE, results.HISTORY_FILE, results.PREDICTIONS_FILE, results.METRICS_FILE)
+TRIAL_FILES = results.TRIAL_FILES
 # The code the workers receive (Ray's working_dir); results and environments stay on the driver.
 EXCLUDES = [".git", ".venv*", "results", "**/__pycache__", ".pytest_cache", "*.png"]
 

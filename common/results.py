@@ -26,6 +26,9 @@ PLOTS_SUBDIR = "plots"  # the summary's plots; like smoke/, never a data name
 METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE = "metrics.json", "history.csv", "predictions.npz"
 # The trained weights a trial evaluated (no optimizer state): kept locally, never committed (.gitignore).
 WEIGHTS_FILE = "model.weights.h5"
+# A finished trial's files, metrics.json last: whoever copies a trial (Ray's driver, merge) writes it
+# in this order, so that a trial counts as finished only once all of it is there.
+TRIAL_FILES = (WEIGHTS_FILE, HISTORY_FILE, PREDICTIONS_FILE, METRICS_FILE)
 # Test-set probabilities are kept as uint8, p * 255 rounded (at most 0.002 off), beside the exact
 # predicted class: about 20 KB per trial for 4,443 test images, compressed.
 PROBABILITY_SCALE = 255
