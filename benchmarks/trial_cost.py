@@ -154,8 +154,9 @@ def main() -> int:
     args = parser.parse_args()
     try:
         folders = experiments.select(args.experiments)
+        fmnist.check_name(args.data, results.data_names(args.results_dir))
         table = cost_table(folders, args.results_dir, args.data, args.settings)
-    except (experiments.UnknownExperiment, UsageError) as e:
+    except (experiments.UnknownExperiment, UsageError, fmnist.DataError) as e:
         parser.error(str(e))  # exit 2, as every command's usage errors
     if args.device_tflops:
         table[f"min/trial at {args.device_tflops:g} TFLOP/s"] = table["TFLOP/trial"] / args.device_tflops / 60

@@ -106,6 +106,15 @@ def describe_fingerprint(fingerprint: str) -> str:
     return known[1] if known else f"data {fingerprint[:16]}"
 
 
+def check_name(name: str, with_results: list[str]) -> None:
+    """A data name typed on a command line (--data): one that has results here, or a copy we know
+    (which may have none yet). Anything else is a typo, not missing results: DataError lists both."""
+    known = sorted({known_name for known_name, _ in KNOWN_COPIES.values()} | {OFFICIAL[0]})
+    if name not in with_results and name not in known:
+        raise DataError(f"no data named {name!r}: results here are on {', '.join(with_results) or 'no data yet'} "
+                        f"(known copies: {', '.join(known)}); give one of those to --data")
+
+
 # ---------------------------------------------------------------- IDX files
 
 def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import data as fmnist
 from common import experiments, predictions, results, stats, summarize
 from common.data import CLASS_NAMES
 
@@ -212,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         a, b = experiments.find(args.a), experiments.find(args.b)
-    except experiments.UnknownExperiment as e:
+        if args.data:
+            fmnist.check_name(args.data, results.data_names(args.results_dir))
+    except (experiments.UnknownExperiment, fmnist.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

@@ -45,7 +45,12 @@ def load(results_dir: Path, metrics_paths: list[str]) -> list[results.Prediction
 
 
 def ensemble(trials: list[results.Predictions]) -> Ensemble | None:
-    """Average the trials' probabilities; None without trials. All must be on the same test images."""
+    """Average the trials' probabilities; None without trials. All must be on the same test images.
+
+    Exact on every machine: the stored integers (probability x 255) are summed as integers, and the
+    class with the largest sum wins; an exact tie goes to the lower class index (numpy's argmax on
+    integers). Averaging floats instead lets the float type and the summation order break such ties.
+    """
     if not trials:
         return None
     labels = trials[0].labels
@@ -53,8 +58,9 @@ def ensemble(trials: list[results.Predictions]) -> Ensemble | None:
         raise ValueError("the trials' predictions are not on the same test images (labels differ)")
     if len(trials) == 1:  # one trial: its exact prediction, not the argmax of rounded probabilities
         return Ensemble(trials[0].probabilities, trials[0].predicted, labels, 1)
-    mean = np.mean([t.probabilities for t in trials], axis=0)
-    return Ensemble(mean, mean.argmax(axis=1), labels, len(trials))
+    sums = np.sum([t.counts.astype(np.int64) for t in trials], axis=0)
+    mean = (sums / (results.PROBABILITY_SCALE * len(trials))).astype(np.float32)
+    return Ensemble(mean, sums.argmax(axis=1), labels, len(trials))
 
 
 def confusion_matrix(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:

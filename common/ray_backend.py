@@ -9,8 +9,11 @@ filesystem. A task runs the trial's train.py as a fresh process in a scratch fol
 the weights it kept; the driver checks that the trial ran on the data it expects and with the recipe
 of the trials already there, and writes the files atomically into
 results/<data name>/<experiment>/trial_<i>/, metrics.json last. A worker that dies mid-trial (killed, out of memory, a lost node) has its trial retried
-from the start, `--retries` times (default 2); a trial that keeps failing, or whose train.py exits
-with an error, is reported and the others go on. A trial of an evaluation-only experiment (exp207)
+from the start with the same seed, `--retries` times (default 2), and so does a trial whose train.py
+process is ended by a signal (a negative return code, or 128+N as a shell reports it): the OOM killer
+picks the largest process, which is train.py, not the Ray worker. A train.py that exits with its own
+error code (1: the trial failed, e.g. a NaN loss; 2: bad input) is reported, not retried, and the
+others go on. A trial of an evaluation-only experiment (exp207)
 is submitted once its base's same trial has ended, and takes that trial's kept weights along to score.
 """
 
@@ -39,6 +42,16 @@ TRIAL_FILES = results.TRIAL_FILES
 EXCLUDES = [".git", ".venv*", "results", "**/__pycache__", ".pytest_cache", "*.png"]
 
 
+class TrainProcessKilled(RuntimeError):
+    """The trial's train.py was ended by a signal: a dead worker's trial, which Ray retries."""
+
+
+def killed_by_signal(returncode: int) -> bool:
+    """A return code that means "ended by a signal": -N from subprocess, 128+N from a shell (130 for a
+    Ctrl-C, 137 for SIGKILL); train.py's own codes are 0, 1 and 2."""
+    return returncode < 0 or returncode > 128
+
+
 def _die_with_parent() -> None:
     """In the trial's process: end when the Ray worker that started it dies (Linux)."""
     with contextlib.suppress(Exception):
@@ -60,6 +73,11 @@ def run_trial_task(command: list[str], folder: str, index: int, git: dict,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  env={**os.environ, results.GIT_STATE_ENV_VAR: json.dumps(git)},
                                  preexec_fn=_die_with_parent)
+        if killed_by_signal(process.returncode):  # raised, so that Ray runs the task again
+            signal_number = -process.returncode if process.returncode < 0 else process.returncode - 128
+            name = signal.Signals(signal_number).name if signal_number in signal.valid_signals() else "signal"
+            raise TrainProcessKilled(f"{folder}/train.py --trial {index} was killed ({name}, return code "
+                                     f"{process.returncode}) on {os.uname().nodename}")
         found = sorted(Path(scratch).rglob(f"{folder}/trial_{index}/{results.METRICS_FILE}"))
         files = ({name: (found[0].parent / name).read_bytes() for name in TRIAL_FILES
                   if (found[0].parent / name).exists()} if process.returncode == 0 and found else {})
@@ -143,7 +161,7 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
     # with the trial); the Ray worker itself never starts TensorFlow, so Ray may reuse it.
     remote = ray.remote(run_trial_task).options(
         num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial, max_retries=args.retries,
-        retry_exceptions=False)
+        retry_exceptions=[TrainProcessKilled])
     in_flight, interrupted = {}, False
     waiting = deque(todo)
     with open(log_path, "a") as log, contextlib.ExitStack() as locks:
@@ -182,7 +200,10 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
                     try:
                         reply = ray.get(ref)
                     except Exception as e:  # noqa: BLE001 - a worker that kept dying, a lost node...
-                        trial.returncode, trial.error = 1, f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                        cause = getattr(e, "cause", None) or e  # a task's own exception, not Ray's wrapper
+                        trial.returncode, trial.error = 1, f"{type(cause).__name__}: {str(cause).splitlines()[0]}"
+                        if isinstance(cause, TrainProcessKilled):
+                            trial.error += f" (each of its {args.retries + 1} attempts)"
                     else:
                         directory = results.trial_dir(args.results_dir, copy.name, trial.folder.name,
                                                       trial.index, args.smoke)

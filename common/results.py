@@ -44,6 +44,14 @@ def experiment_dir(results_dir: Path, data_name: str, folder: str, smoke: bool =
     return base / data_name / folder
 
 
+def data_names(results_dir: Path) -> list[str]:
+    """The data copies that have trials under results_dir (results/<data name>/<experiment>/trial_<i>)."""
+    if not results_dir.is_dir():
+        return []
+    return sorted(d.name for d in results_dir.iterdir()
+                  if d.is_dir() and d.name not in (SMOKE_SUBDIR, PLOTS_SUBDIR) and any(d.glob("*/trial_*")))
+
+
 def trial_dir(results_dir: Path, data_name: str, folder: str, trial: int, smoke: bool = False) -> Path:
     return experiment_dir(results_dir, data_name, folder, smoke) / f"trial_{trial}"
 
@@ -75,9 +83,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 class Predictions:
     """One trial's test-set predictions, in the test file's order."""
 
-    probabilities: np.ndarray  # (n, 10) float32, each row summing to about 1
+    counts: np.ndarray  # (n, 10) uint8, as stored: the class probabilities times 255, rounded
     predicted: np.ndarray  # (n,) the class of the highest probability, before quantisation
     labels: np.ndarray  # (n,) the true classes
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(n, 10) float32, each row summing to about 1."""
+        return self.counts.astype(np.float32) / PROBABILITY_SCALE
 
     @property
     def correct(self) -> np.ndarray:
@@ -94,7 +107,7 @@ def write_predictions(path: Path, probabilities: np.ndarray, labels: np.ndarray)
 
 def read_predictions(path: Path) -> Predictions:
     with np.load(path) as stored:
-        return Predictions(probabilities=stored["probabilities"].astype(np.float32) / PROBABILITY_SCALE,
+        return Predictions(counts=stored["probabilities"],
                            predicted=stored["predicted"].astype(np.int64), labels=stored["labels"].astype(np.int64))
 
 

@@ -39,8 +39,19 @@ def test_smoke_run_reproduces_the_recorded_metrics(folder, tiny_data, tmp_path):
     """
     metrics = regression.run(folder, tiny_data, tmp_path)
     record = json.loads(next(tmp_path.glob(f"*/{folder.name}/trial_0/metrics.json")).read_text())
-    assert record["experiment"] == experiments.experiment_id(folder) and record["epochs_run"] == 2
+    epochs = regression.smoke_args(folder)[regression.smoke_args(folder).index("--epochs") + 1]
+    assert record["experiment"] == experiments.experiment_id(folder) and record["epochs_run"] == int(epochs)
     assert not regression.differences(folder, metrics)
+
+
+def test_every_reference_run_learned_the_task():
+    """A reference at chance or diverged guards nothing: every one is well above chance (0.1)."""
+    reference = regression.load_reference()
+    assert set(reference) == {f.name for f in FOLDERS}
+    assert {name: regression.not_learned(metrics) for name, metrics in reference.items()
+            if regression.not_learned(metrics)} == {}
+    assert regression.not_learned({s: {"loss": 2.31, "accuracy": 0.1} for s in ("train", "valid", "test")})
+    assert regression.not_learned({s: {"loss": 17_000.0, "accuracy": 0.1} for s in ("train", "valid", "test")})
 
 
 def test_regression_check_catches_a_change_in_shared_code(tiny_data, tmp_path, monkeypatch):
@@ -54,10 +65,37 @@ def test_regression_check_catches_a_change_in_shared_code(tiny_data, tmp_path, m
     assert changed and all(line.startswith("exp001_simple_dense ") for line in changed)
 
 
+def test_regression_check_catches_a_change_under_an_sgd_recipe(tiny_data, tmp_path, monkeypatch):
+    """exp205 (SGD with weight decay, its cosine schedule) with another shuffle order per epoch."""
+    from common import pipeline
+
+    folder = experiments.find("exp205")
+    original = pipeline.epoch_seed
+    monkeypatch.setattr(pipeline, "epoch_seed", lambda seed, epoch: original(seed, epoch) + 1)
+    changed = regression.differences(folder, regression.run(folder, tiny_data, tmp_path))
+    assert changed and all(line.startswith("exp205_sgd_weight_decay ") for line in changed)
+
+
+def test_regression_check_catches_a_change_in_an_evaluation_only_experiment(tiny_data, tmp_path, monkeypatch):
+    """exp207 only changes the evaluation (test-time flips): mirroring up-down instead of left-right is caught."""
+    from common import runner
+
+    original, calls = runner.class_probabilities, []
+
+    def wrong_axis(model, x):
+        calls.append(1)
+        return original(model, x[:, ::-1, ::-1, :] if len(calls) % 2 == 0 else x)  # the mirror copy, flipped up-down
+
+    folder = experiments.find("exp207")
+    monkeypatch.setattr(runner, "class_probabilities", wrong_axis)
+    changed = regression.differences(folder, regression.run(folder, tiny_data, tmp_path))
+    assert calls and changed and all(line.startswith("exp207_test_time_flip ") for line in changed)
+
+
 def test_regression_check_catches_a_change_in_augmentation(tiny_data, tmp_path, monkeypatch):
     from common import augment
 
-    folder = experiments.find("exp006")
+    folder = experiments.find("exp106")  # zoom and batch norm; exp006's deep plain net is noisier
     monkeypatch.setitem(augment.DEFAULTS, "zoom_fill", "constant")
     monkeypatch.setattr(augment, "zoom", lambda images, seed, zoom_range, fill="nearest":
                         augment_zoom(images, seed, zoom_range, "constant"))
@@ -101,4 +139,8 @@ def test_regression_check_ignores_accuracy_flips_but_not_loss_changes():
     assert regression.differences(folder, flipped, reference) == []
     changed = {**flipped, "valid": {"loss": 2.3 * (1 + 2e-3), "accuracy": 0.1}}
     assert regression.differences(folder, changed, reference) == [
-        "exp001_simple_dense valid loss: 2.304600, recorded 2.300000 (relative difference 2.0e-03, tolerance 1e-03)"]
+        "exp001_simple_dense valid loss: 2.304600, recorded 2.300000 (relative difference 2.0e-03, tolerance 1.0e-03)"]
+    # An experiment with more float noise on record gets five times that noise.
+    noisy = {"exp001_simple_dense": {**reference["exp001_simple_dense"], "noise": 1e-3}}
+    assert regression.differences(folder, changed, noisy) == []
+    assert regression.differences(folder, {**flipped, "valid": {"loss": 2.3 * 1.006, "accuracy": 0.1}}, noisy)

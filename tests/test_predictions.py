@@ -50,6 +50,26 @@ def test_ensemble_averages_probabilities(tmp_path):
         predictions.ensemble([trials[0], stored(tmp_path, a, labels=(LABELS + 1) % 10, name="other.npz")])
 
 
+def test_ensemble_sums_the_stored_integers_and_breaks_exact_ties_by_the_lower_class(tmp_path):
+    # Image 0: class 2 gets 208 + 171 + 74 = 453 of 3 x 255 over three trials, class 7 143 + 239 + 71
+    # = 453: an exact tie, which the ensemble gives to class 2. Summed as float32 probabilities in
+    # trial order, class 7 comes out ahead (1.7764707 against 1.7764705): floats would pick by rounding.
+    counts = np.zeros((3, 20, 10))
+    counts[:, np.arange(20), LABELS] = 255
+    counts[:, 0] = 0
+    counts[:, 0, 2], counts[:, 0, 7] = (208, 171, 74), (143, 239, 71)
+    trials = [stored(tmp_path, c / 255, name=f"{i}.npz") for i, c in enumerate(counts)]
+    assert [t.counts[0, 2] for t in trials] == [208, 171, 74] and [t.counts[0, 7] for t in trials] == [143, 239, 71]
+    as_floats = [np.float32(0), np.float32(0)]
+    for t in trials:
+        as_floats = [as_floats[0] + t.probabilities[0, 2], as_floats[1] + t.probabilities[0, 7]]
+    assert as_floats[1] > as_floats[0]  # the float sum's verdict, which the ensemble must not follow
+    for order in (trials, trials[::-1], trials[1:] + trials[:1]):
+        combined = predictions.ensemble(order)
+        assert combined.predicted[0] == 2 and combined.probabilities[0, 2] == combined.probabilities[0, 7]
+        assert combined.accuracy == 19 / 20  # image 0's true class is 0
+
+
 def test_confusion_and_per_class_accuracy_by_hand():
     labels = np.array([6, 6, 6, 6, 0, 0, 2, 4])
     predicted = np.array([6, 0, 0, 2, 0, 6, 2, 2])

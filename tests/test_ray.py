@@ -1,4 +1,4 @@
-"""run_all on a local Ray (two CPUs here): same metrics as without Ray, failures reported, dead workers retried."""
+"""run_all on a local Ray: same metrics as without Ray at the same threads, failures reported, dead workers and killed trials retried."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ from conftest import REPO, run_script
 pytest.importorskip("ray")
 
 
+# A Ray task that asks for no GPU sees none (Ray empties CUDA_VISIBLE_DEVICES for it): the plain runs
+# compared with Ray trials run on the CPU too, so that on a machine with a GPU both sides compute alike.
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
+
+
 def metrics_by_trial(results):
     return {p.relative_to(results).as_posix(): json.loads(p.read_text())["metrics"]
             for p in sorted(results.rglob("metrics.json"))}
@@ -24,17 +29,22 @@ def metrics_by_trial(results):
 def test_ray_gives_the_same_metrics_as_plain_run_all_and_the_driver_writes_the_files(tiny_data, tmp_path):
     from common import ray_backend
 
-    common = ["-m", "common.run_all", "--only", "exp001", "exp002", "--smoke"]
-    plain = run_script(*common, "--jobs", "2", "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "plain"),
-                       cwd=REPO)
+    # --jobs 2 on both sides: plain run_all gives each trial cores/2 threads, and Ray by default reserves
+    # as many CPUs per trial and gives it as many threads (on any core count; exact equality needs that).
+    common = ["-m", "common.run_all", "--only", "exp001", "exp002", "--smoke", "--jobs", "2"]
+    plain = run_script(*common, "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "plain"), cwd=REPO,
+                       env=CPU_ONLY)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     # The data named relative to the driver's folder: the workers, in a folder of their own, get it too.
-    on_ray = run_script(*common, "--ray", "--cpus-per-trial", "1", "--data-dir", tiny_data.name,
+    on_ray = run_script(*common, "--ray", "--data-dir", tiny_data.name,
                         "--results-dir", str(tmp_path / "ray"), cwd=tiny_data.parent, env={"PYTHONPATH": str(REPO)})
     assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
     assert "(Ray task)" in on_ray.stdout and "exp002_conv         1/1        1       0" in on_ray.stdout
     ours, theirs = metrics_by_trial(tmp_path / "plain"), metrics_by_trial(tmp_path / "ray")
-    assert len(ours) == 2 and ours == theirs  # one thread per trial on both sides: the same numbers
+    assert len(ours) == 2 and ours == theirs  # the same threads per trial on both sides: the same numbers
+    threads = {json.loads(p.read_text())["provenance"]["hardware"]["threads"] for p in (tmp_path / "ray").rglob(
+        "metrics.json")}
+    assert threads == {max(1, (os.cpu_count() or 1) // 2)}
     # Workers train in their own scratch folders; only the driver writes into the results directory.
     log = (tmp_path / "ray" / "run_all.log").read_text()
     assert "/fmnist-trial-" not in on_ray.stdout and str(tmp_path / "ray") in on_ray.stdout
@@ -81,30 +91,59 @@ def test_a_failing_trial_is_reported_and_the_others_finish(tiny_data, tmp_path):
     assert sum("exp002_conv" in k for k in after) == 2 and not any("exp001_simple_dense/trial_1" in k for k in after)
 
 
-def test_a_worker_killed_mid_trial_is_retried(tiny_data, tmp_path):
-    command = [sys.executable, "-m", "common.run_all", "--ray", "--only", "exp001", "--epochs", "25", "--trials", "1",
-               "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "results")]
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed = None
-    deadline = time.time() + 90
-    while killed is None and time.time() < deadline and driver.poll() is None:
+def test_a_dead_worker_and_a_killed_train_py_are_both_retried(tiny_data, tmp_path):
+    """Trial 0: its Ray worker is killed (the trial's process dies with it). Trial 1: its train.py
+    process itself is killed, as the OOM killer does, the worker living on. Both run again from the
+    start and are filed with the numbers of an uninterrupted run at the same thread count."""
+    command = [sys.executable, "-m", "common.run_all", "--ray", "--only", "exp001", "--epochs", "25", "--trials", "2",
+               "--cpus-per-trial", "1", "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "results")]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, **CPU_ONLY})
+    killed = {}  # trial index: the pid killed
+    deadline = time.time() + 120
+    while len(killed) < 2 and time.time() < deadline and driver.poll() is None:
         for pid in os.listdir("/proc"):
             try:
                 cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-                if any(b"/fmnist-trial-" in part for part in cmdline) and b"exp001_simple_dense/train.py" in cmdline[2]:
-                    time.sleep(3)  # let it train a little
-                    worker = int(open(f"/proc/{pid}/stat").read().split(")")[1].split()[1])  # its parent
-                    os.kill(worker, signal.SIGKILL)  # the Ray worker dies; the trial's process dies with it
-                    killed = worker
-                    break
-            except (OSError, IndexError):
+                if not (any(b"/fmnist-trial-" in part for part in cmdline)
+                        and b"exp001_simple_dense/train.py" in cmdline[2]):
+                    continue
+                index = int(cmdline[cmdline.index(b"--trial") + 1])
+                if index in killed:
+                    continue  # its retry: left to finish
+                time.sleep(3)  # let it train a little
+                if index == 0:  # the Ray worker, the trial's parent
+                    victim = int(open(f"/proc/{pid}/stat").read().split(")")[1].split()[1])
+                else:  # the training process itself
+                    victim = int(pid)
+                os.kill(victim, signal.SIGKILL)
+                killed[index] = victim
+            except (OSError, IndexError, ValueError):
                 continue
         time.sleep(0.2)
-    out = driver.communicate(timeout=240)[0]
-    assert killed, out
+    out = driver.communicate(timeout=300)[0]
+    assert sorted(killed) == [0, 1], out
     assert driver.returncode == 0, out
-    assert "ok    exp001_simple_dense trial 0" in out
+    assert "ok    exp001_simple_dense trial 0" in out and "ok    exp001_simple_dense trial 1" in out
     plain = run_script(str(REPO / "exp001_simple_dense" / "train.py"), "--data-dir", str(tiny_data), "--epochs", "25",
-                       "--threads", "1", "--results-dir", str(tmp_path / "plain"))
-    assert plain.returncode == 0
-    assert metrics_by_trial(tmp_path / "results") == metrics_by_trial(tmp_path / "plain")  # restarted, same numbers
+                       "--trials", "2", "--threads", "1", "--results-dir", str(tmp_path / "plain"), env=CPU_ONLY)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    ours, theirs = metrics_by_trial(tmp_path / "results"), metrics_by_trial(tmp_path / "plain")
+    assert len(ours) == 2 and ours == theirs  # restarted with the same seed, one thread each: the same numbers
+
+
+@pytest.mark.parametrize("code, retried", [
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", True),  # killed: return code -9
+    ("import sys; sys.exit(137)", True),  # 128 + 9, as a shell reports a killed child
+    ("import sys; sys.exit(1)", False),  # train.py's own failure (a NaN loss): reported, not retried
+    ("import sys; sys.exit(2)", False),  # bad input: it would fail again
+])
+def test_which_endings_of_train_py_count_as_a_dead_worker(code, retried):
+    from common import ray_backend
+
+    if retried:
+        with pytest.raises(ray_backend.TrainProcessKilled, match=r"exp001_simple_dense/train.py --trial 0 was killed"):
+            ray_backend.run_trial_task(["-c", code], "exp001_simple_dense", 0, {})
+    else:
+        reply = ray_backend.run_trial_task(["-c", code], "exp001_simple_dense", 0, {})
+        assert reply["returncode"] == int(code[-2]) and reply["files"] == {}

@@ -54,7 +54,9 @@ def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
     assert provenance["data"]["split_sizes"] == {"train": 270, "valid": 30, "test": 100}
     assert str(tiny_data) not in json.dumps(record)  # no machine paths in result files
     assert {"python", "tensorflow", "keras", "numpy"} <= set(provenance["versions"])
-    assert provenance["hardware"]["device"] == "CPU" and "commit" in provenance["git"]
+    # CPU, or GPU on a machine with one: the device agrees with the GPUs TensorFlow saw
+    assert provenance["hardware"]["device"] == ("GPU" if provenance["hardware"]["gpus"] else "CPU")
+    assert "commit" in provenance["git"]
     assert "cpu_vector_instructions" in provenance["hardware"]  # same CPU name, AVX2 or AVX-512
     predictions = results_module.read_predictions(trial_path(results, "exp002_conv", 1) / "predictions.npz")
     assert predictions.probabilities.shape == (100, 10) and list(predictions.labels) == [i % 10 for i in range(100)]

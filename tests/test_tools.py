@@ -307,6 +307,19 @@ def test_diff_compares_each_data_copy_on_its_own(two_experiments, capsys):
     assert "data-ffffffff" not in capsys.readouterr().out
 
 
+def test_a_mistyped_data_name_is_refused_not_taken_for_missing_results(two_experiments, capsys):
+    assert diff.main(["exp006", "exp007", "--results-dir", str(two_experiments), "--data", "no-such-copy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no data named 'no-such-copy': results here are on data-ffffffff" in err
+    assert "known copies: official, offline-v1, offline-v2" in err
+    # A known copy without results here is not a typo: code and config, and "no results yet".
+    assert diff.main(["exp006", "exp007", "--results-dir", str(two_experiments), "--data", "offline-v1"]) == 0
+    assert "No results yet for exp006_zoom_aug and exp007_mixup on offline-v1" in capsys.readouterr().out
+    cost = run_script(str(REPO / "benchmarks" / "trial_cost.py"), "--experiments", "exp001", "--results-dir",
+                      str(two_experiments), "--data", "offline-v3")
+    assert cost.returncode == 2 and "no data named 'offline-v3': results here are on data-ffffffff" in cost.stderr
+
+
 def test_run_all_plans_per_data(tiny_data, tmp_path):
     """Trials finished on one copy do not count for another: the dry run on the second lists them to run."""
     from conftest import make_dataset
