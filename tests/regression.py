@@ -17,8 +17,8 @@ chance or a diverged one. Batch norm's moving averages run at momentum 0.9 inste
 evaluation of a net that fitted its batches would still sit at chance.
 
 What is compared, and why only that: the loss on train, valid and test, to a relative tolerance of
-its own (five times the float noise `--record` measured for it, by running it again on one thread;
-at least 1e-3), between the noise that other CPUs and thread counts make (other summation orders;
+its own (five times the float noise `--record` measured for it, by running it again on one thread
+and with oneDNN off; at least 1e-3), between the noise that other CPUs and thread counts make (other summation orders;
 `python tests/regression.py --threads 1` prints each experiment's largest relative difference)
 and what a real change to shared code makes (another shuffle order, another fill mode of zoom,
 test-time flips of the wrong axis: the tests). Accuracy is
@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -66,12 +67,13 @@ FAMILY_OF = {"exp001": "plain", "exp002": "plain", "exp101": "plain", "exp102": 
 BATCH_NORM_MOMENTUM = 0.9
 MIN_TEST_ACCURACY = 0.3  # chance is 0.1
 # The relative loss tolerance of each experiment: NOISE_FACTOR times the float noise recorded with
-# its reference (the largest relative loss difference between the reference run and the same run on
-# one thread: a stand-in for another CPU's summation order), at least LOSS_RTOL_MIN. Measured on an
-# Intel Xeon: the plain nets 2e-7, most batch-norm nets 1.5e-4 and less, the ResNets up to 7.5e-3,
-# the deep plain net 1.6e-3 (with zoom and mixup 1.6e-2), SGD 7e-3 (exp207 1.3e-2); real changes
-# move the losses by more (another shuffle order: the ResNets 16-18%, exp205 4.9%; zoom's other
-# fill mode: exp106 1.2-1.7%, exp110 2-3.6%).
+# its reference (the largest relative loss difference between the reference run and the same run
+# on one thread or with oneDNN off: stand-ins for another CPU, PERTURBED below), at least
+# LOSS_RTOL_MIN. Measured on an Intel Xeon: the plain nets 2e-7, most batch-norm nets 4e-4 and
+# less, the ResNets up to 7.5e-3, the deep plain net 1.6e-3 (with zoom and mixup 2e-2), SGD 1.2e-2
+# (exp207 1.3e-2); oneDNN off moved them as much as one thread did. Real changes move the losses by
+# more (another shuffle order: the ResNets 16-18%; zoom's other fill mode: exp106 1.2-1.7%, exp110
+# 2-3.6%; crops of 1 pixel instead of 2: exp205 50%).
 LOSS_RTOL_MIN, NOISE_FACTOR = 1e-3, 5
 SPLITS = ("train", "valid", "test")
 
@@ -152,19 +154,28 @@ def differences(folder: Path, metrics: dict, reference: dict | None = None) -> l
     return found
 
 
-def one_thread_runs(names: list[str]) -> dict:
-    """The same runs on one TensorFlow thread, in a process of their own (threads are set once a process)."""
+# Two stand-ins for another CPU, each a process of its own (threads and kernels are set once a
+# process): one TensorFlow thread (other summation orders), and oneDNN off (Eigen's kernels instead
+# of oneDNN's: other code for every convolution and matmul).
+PERTURBED = {"one thread": (["--threads", "1"], {}), "oneDNN off": ([], {"TF_ENABLE_ONEDNN_OPTS": "0"})}
+
+
+def perturbed_runs(names: list[str]) -> dict[str, dict]:
+    """{stand-in: {experiment: metrics}}: the same runs under each of PERTURBED."""
+    found = {}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "metrics.json"
-        subprocess.run([sys.executable, __file__, "--threads", "1", "--dump", str(out), *names], check=True,
-                       stdout=subprocess.DEVNULL)
-        return json.loads(out.read_text())
+        for label, (args, env) in PERTURBED.items():
+            out = Path(tmp) / "metrics.json"
+            subprocess.run([sys.executable, __file__, *args, "--dump", str(out), *names], check=True,
+                           stdout=subprocess.DEVNULL, env={**os.environ, **env})
+            found[label] = json.loads(out.read_text())
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--record", action="store_true",
-                        help="write the reference, with each run's float noise (its run on one thread)")
+                        help="write the reference, with each run's float noise (its runs on one thread, oneDNN off)")
     parser.add_argument("--threads", type=int, default=0,
                         help="check with this many TensorFlow threads: how far float noise moves the loss")
     parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)  # write the metrics, compare nothing
@@ -188,14 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         args.dump.write_text(json.dumps(ran))
         return 0
     if args.record:
-        on_one_thread = one_thread_runs([f.name for f in folders])
+        perturbed = perturbed_runs([f.name for f in folders])
         for name, metrics in ran.items():
             if not_learned(metrics):
                 problems.append(f"{name}: not recorded, the run learned nothing: {not_learned(metrics)}; "
                                 f"give its family more steps (SMOKE_ARGS)")
                 continue
             reference[name] = {split: {k: round(v, 7) for k, v in metrics[split].items()} for split in SPLITS}
-            reference[name]["noise"] = float(f"{largest_difference(on_one_thread[name], metrics):.2e}")
+            noise = max(largest_difference(runs[name], metrics) for runs in perturbed.values())
+            reference[name]["noise"] = float(f"{noise:.2e}")
         REFERENCE.write_text(json.dumps(dict(sorted(reference.items())), indent=1) + "\n")
         print(f"recorded {len(folders) - len(problems)} experiment(s) in {REFERENCE}")
         print("\n".join(problems))
