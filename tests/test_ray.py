@@ -14,6 +14,8 @@ import pytest
 from conftest import REPO, run_script
 
 pytest.importorskip("ray")
+# One worker runs these one after another (pytest -n): the kill test finds its trial among all processes.
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 # A Ray task that asks for no GPU sees none (Ray empties CUDA_VISIBLE_DEVICES for it): the plain runs
