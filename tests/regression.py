@@ -17,12 +17,13 @@ chance or a diverged one. Batch norm's moving averages run at momentum 0.9 inste
 evaluation of a net that fitted its batches would still sit at chance.
 
 What is compared, and why only that: the loss on train, valid and test, to a relative tolerance of
-its own (five times the float noise `--record` measured for it, by running it again on one thread
-and with oneDNN off; at least 1e-3), between the noise that other CPUs and thread counts make (other summation orders;
-`python tests/regression.py --threads 1` prints each experiment's largest relative difference)
-and what a real change to shared code makes (another shuffle order, another fill mode of zoom,
-test-time flips of the wrong axis: the tests). Accuracy is
-recorded but not compared: on 30 to 100 images float noise alone may flip an image.
+its own: five times the float noise `--record` measured for it (by running it again on one thread
+and with oneDNN off, stand-ins for another CPU), at least 1e-3. `python tests/regression.py
+--threads 1` prints each experiment's largest relative difference and its tolerance. Real changes
+to shared code move the losses by more: the tests make some (another shuffle order, zoom's other
+fill mode, crops of 1 pixel instead of 2, test-time flips of the wrong axis) and expect them
+caught. Accuracy is recorded but not compared: on 30 to 100 images float noise alone may flip an
+image.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ from conftest import make_dataset  # noqa: E402
 REFERENCE = Path(__file__).with_name("regression_reference.json")
 ARGS = ["--trials", "1", "--fix_seed", "true"]
 # Smoke configurations, per family of recipes: enough steps to leave chance, few enough (and a rate
-# low enough) that the run is still early in its learning, where float noise grows slowly. A net
-# trained further on 270 images gets chaotic: one thread against two moved the deep nets' losses by
-# 10-200%, as much as a real change does, and no tolerance could tell the two apart.
+# low enough) that the run is still early in its learning, where float noise grows slowly. Trained
+# further on 270 images, the nets get chaotic: one thread against two then moves their losses as
+# much as a real change does, and no tolerance could tell the two apart.
 SMOKE_ARGS = {
     # dense and plain conv nets (exp001, exp002, exp101, exp102): 18 steps of 32 images
     "plain": ["--epochs", "2", "--batch_size", "32"],
@@ -69,11 +70,7 @@ MIN_TEST_ACCURACY = 0.3  # chance is 0.1
 # The relative loss tolerance of each experiment: NOISE_FACTOR times the float noise recorded with
 # its reference (the largest relative loss difference between the reference run and the same run
 # on one thread or with oneDNN off: stand-ins for another CPU, PERTURBED below), at least
-# LOSS_RTOL_MIN. Measured on an Intel Xeon: the plain nets 2e-7, most batch-norm nets 4e-4 and
-# less, the ResNets up to 7.5e-3, the deep plain net 1.6e-3 (with zoom and mixup 2e-2), SGD 1.2e-2
-# (exp207 1.3e-2); oneDNN off moved them as much as one thread did. Real changes move the losses by
-# more (another shuffle order: the ResNets 16-18%; zoom's other fill mode: exp106 1.2-1.7%, exp110
-# 2-3.6%; crops of 1 pixel instead of 2: exp205 50%).
+# LOSS_RTOL_MIN. The noise each reference holds is in regression_reference.json ("noise").
 LOSS_RTOL_MIN, NOISE_FACTOR = 1e-3, 5
 SPLITS = ("train", "valid", "test")
 
@@ -201,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         perturbed = perturbed_runs([f.name for f in folders])
         for name, metrics in ran.items():
-            if not_learned(metrics):
-                problems.append(f"{name}: not recorded, the run learned nothing: {not_learned(metrics)}; "
+            why = not_learned(metrics)
+            if why:
+                problems.append(f"{name}: not recorded, the run learned nothing: {why}; "
                                 f"give its family more steps (SMOKE_ARGS)")
                 continue
             reference[name] = {split: {k: round(v, 7) for k, v in metrics[split].items()} for split in SPLITS}
