@@ -1,6 +1,7 @@
 """Compare two experiments: their code, their config, and their metrics with a significance test.
 
     python -m common.diff exp113 exp114_mixup_resnet [--format markdown] [--results-dir results]
+    python -m common.diff exp104 exp104/l2=0.01          # a variant against its recipe (common.variants)
 
 Sections: the unified diff of the two train.py files (coloured on a terminal); the config keys
 that differ; and per split the loss and accuracy of each (mean±std over trials; where every trial
@@ -10,7 +11,8 @@ variances) with a plain verdict at the 5% level; where both kept their test pred
 exact test on the same test images and the accuracy per class. Where the two recipes' losses are
 different quantities (label smoothing, an L2 penalty, test-time flips: see `loss_definition`), the
 loss rows get no test and the output says which is which. An experiment without results is
-compared on code and config only, and the output says so.
+compared on code and config only, and the output says so. Either side may be a variant,
+EXPERIMENT/KEY=VALUE[,KEY=VALUE...], as its folder under results/ names it.
 Trials on different data are never compared: each data copy with results gets its own table.
 """
 
@@ -20,18 +22,42 @@ import argparse
 import difflib
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from common import data as fmnist
-from common import experiments, predictions, results, stats, summarize
+from common import experiments, predictions, results, stats, summarize, variants
 from common.data import CLASS_NAMES
 
 ALPHA = 0.05
 COLOURS = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
 RESET = "\033[0m"
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: an experiment's recipe, or one of its variants."""
+
+    folder: Path
+    variant: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return variants.label(self.folder.name, variants.name(self.variant))
+
+    def config(self) -> dict:
+        return {**experiments.read_definition(self.folder).effective_config(), **self.variant}
+
+
+def side(text: str) -> Side:
+    """exp104, exp104_bs64_lr1e-4/ or exp104/l2=0.01: raises UnknownExperiment or VariantError."""
+    name, raw = variants.parse_reference(text)
+    folder = experiments.find(name)
+    recipe = experiments.read_definition(folder).effective_config()
+    return Side(folder, variants.of(variants.typed(folder, raw), recipe) if raw else {})
 
 
 def code_diff(a: Path, b: Path, colour: bool) -> list[str]:
@@ -43,9 +69,8 @@ def code_diff(a: Path, b: Path, colour: bool) -> list[str]:
     return lines
 
 
-def config_diff(a: Path, b: Path) -> pd.DataFrame:
-    config_a = experiments.read_definition(a).effective_config()
-    config_b = experiments.read_definition(b).effective_config()
+def config_diff(a: Side, b: Side) -> pd.DataFrame:
+    config_a, config_b = a.config(), b.config()
     keys = [k for k in dict.fromkeys([*config_a, *config_b]) if config_a.get(k, "—") != config_b.get(k, "—")]
     return pd.DataFrame({"key": keys, "A": [repr(config_a[k]) if k in config_a else "—" for k in keys],
                          "B": [repr(config_b[k]) if k in config_b else "—" for k in keys]})
@@ -80,14 +105,15 @@ def loss_definition(config: dict) -> str:
             + (f" plus the L2 penalty ({l2:g} x the squared weights)" if l2 else ""))
 
 
-def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path, same_loss: bool = True) -> pd.DataFrame:
-    """Per split and metric, A and B side by side with Welch's test; `same_loss` False when the two
-    recipes' losses measure different things (then their difference is shown without a test)."""
+def metrics_comparison(trials: pd.DataFrame, a: str, b: str, same_loss: bool = True) -> pd.DataFrame:
+    """Per split and metric, A and B (labels: the `side` column of `trials`) side by side with Welch's
+    test; `same_loss` False when the two recipes' losses measure different things (then their
+    difference is shown without a test)."""
     rows = []
     for split in summarize.SPLITS:
         for metric in ("accuracy", "loss", "crossentropy"):
-            values_a = trials[(trials.folder == a.name) & (trials.split == split)][metric]
-            values_b = trials[(trials.folder == b.name) & (trials.split == split)][metric]
+            values_a = trials[(trials.side == a) & (trials.split == split)][metric]
+            values_b = trials[(trials.side == b) & (trials.split == split)][metric]
             if metric == "crossentropy" and (values_a.isna().any() or values_b.isna().any()):
                 continue  # recorded only by trials since it was added: compare it where both sides have it
             comparable = metric != "loss" or same_loss
@@ -100,15 +126,15 @@ def metrics_comparison(trials: pd.DataFrame, a: Path, b: Path, same_loss: bool =
     return pd.DataFrame(rows)
 
 
-def paired_comparison(trials: pd.DataFrame, a: Path, b: Path, results_dir: Path, markdown: bool) -> list[str]:
+def paired_comparison(trials: pd.DataFrame, a: str, b: str, results_dir: Path, markdown: bool) -> list[str]:
     """McNemar's exact test on the same test images, and accuracy per class, from stored predictions."""
     sides = {}
-    for folder in (a, b):
-        paths = sorted(set(trials[(trials.folder == folder.name) & (trials.split == "test")].path))
-        sides[folder.name] = predictions.ensemble(predictions.load(results_dir, paths))
-    ens_a, ens_b = sides[a.name], sides[b.name]
+    for label in (a, b):
+        paths = sorted(set(trials[(trials.side == label) & (trials.split == "test")].path))
+        sides[label] = predictions.ensemble(predictions.load(results_dir, paths))
+    ens_a, ens_b = sides[a], sides[b]
     if ens_a is None or ens_b is None:
-        return ["", "No paired test: " + " and ".join(f.name for f in (a, b) if sides[f.name] is None)
+        return ["", "No paired test: " + " and ".join(label for label in (a, b) if sides[label] is None)
                 + " kept no test predictions (trials from before predictions were stored)."]
     if not np.array_equal(ens_a.labels, ens_b.labels):
         return ["", "No paired test: the two sets of predictions are not on the same test images."]
@@ -137,20 +163,23 @@ def paired_comparison(trials: pd.DataFrame, a: Path, b: Path, results_dir: Path,
             summarize.markdown_table(per_class) if markdown else per_class.to_string(index=False)]
 
 
-def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, data: str | None = None) -> str:
-    definition_a, definition_b = experiments.read_definition(a), experiments.read_definition(b)
+def render(a: Side | Path, b: Side | Path, results_dir: Path, markdown: bool, colour: bool,
+           data: str | None = None) -> str:
+    a, b = (s if isinstance(s, Side) else Side(s) for s in (a, b))
+    definition_a, definition_b = experiments.read_definition(a.folder), experiments.read_definition(b.folder)
     out = []
 
     def heading(text: str) -> None:
         out.extend(["", f"## {text}" if markdown else f"== {text} ==", ""])
 
-    out.append(f"# {a.name} vs {b.name}" if markdown else f"A = {a.name}, B = {b.name}")
+    out.append(f"# {a.label} vs {b.label}" if markdown else f"A = {a.label}, B = {b.label}")
     out.append("")
-    for label, folder, definition in (("A", a, definition_a), ("B", b, definition_b)):
-        out.append(f"{'- ' if markdown else ''}{label}: {folder.name} (base {definition.base}): {definition.explanation}")
+    for letter, one, definition in (("A", a, definition_a), ("B", b, definition_b)):
+        what = f"a variant of {one.folder.name}; " if one.variant else ""
+        out.append(f"{'- ' if markdown else ''}{letter}: {one.label} ({what}base {definition.base}): {definition.explanation}")
 
     heading("Code: train.py")
-    lines = code_diff(a, b, colour and not markdown)
+    lines = code_diff(a.folder, b.folder, colour and not markdown)
     out.extend((["```diff", *lines, "```"] if markdown else lines) if lines else ["(identical)"])
 
     heading("Config")
@@ -158,28 +187,32 @@ def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, da
     out.append("(identical)" if table.empty else
                summarize.markdown_table(table) if markdown else table.to_string(index=False))
     for one, other in ((a, b), (b, a)):
-        if experiments.trains_like_base(one) == other:
-            out.extend(["", f"{one.name} trains exactly what {other.name} trains (they differ in evaluation "
-                            f"only): its trials score the weights {other.name}'s trials kept (without them, they "
+        if variants.weights_source(one.folder, one.variant) == (other.folder, variants.name(other.variant)):
+            out.extend(["", f"{one.label} trains exactly what {other.label} trains (they differ in evaluation "
+                            f"only): its trials score the weights {other.label}'s trials kept (without them, they "
                             f"train the same recipe), so the metrics below differ by the evaluation alone."])
 
     heading("Metrics")
-    loss_a, loss_b = (loss_definition(d.effective_config()) for d in (definition_a, definition_b))
-    trials, problems = summarize.collect_trials(results_dir)
+    loss_a, loss_b = (loss_definition(one.config()) for one in (a, b))
+    trials, problems = summarize.collect_trials(results_dir, with_variants=True)
     if not trials.empty:
-        trials = trials[trials.folder.isin([a.name, b.name]) & ((trials.data == data) if data else True)]
+        trials = trials.assign(side=[variants.label(f, v) for f, v in zip(trials.folder, trials.variant)])
+        trials = trials[trials.side.isin([a.label, b.label]) & ((trials.data == data) if data else True)]
     names = sorted(set(trials.data)) if not trials.empty else []
-    if not names:
-        out.append(f"No results yet for {a.name} and {b.name}" + (f" on {data}" if data else "")
+    if a.label == b.label:
+        out.append(f"A and B are the same ({a.label}): nothing to compare.")
+        names = []
+    elif not names:
+        out.append(f"No results yet for {a.label} and {b.label}" + (f" on {data}" if data else "")
                    + f" in {results_dir}: code and config only.")
     for name in names:  # trials on different data are never compared with each other
         on_data = trials[trials.data == name]
         out.extend([f"On {name} ({on_data.data_description.iloc[0]}):", ""])
-        missing = [f.name for f in (a, b) if f.name not in set(on_data.folder)]
+        missing = [one.label for one in (a, b) if one.label not in set(on_data.side)]
         if missing:
             out.append(f"No results on {name} for {' and '.join(missing)}: nothing to compare.")
         else:
-            table = metrics_comparison(on_data, a, b, loss_a == loss_b)
+            table = metrics_comparison(on_data, a.label, b.label, loss_a == loss_b)
             out.append(summarize.markdown_table(table) if markdown else table.to_string(index=False))
             if loss_a != loss_b:
                 out.extend(["", f"The loss rows measure different things: A's loss is {loss_a}, B's {loss_b}. "
@@ -188,7 +221,7 @@ def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, da
                                    "Not every trial of the two recorded the plain cross-entropy, which would "
                                    "compare (trials record it since 2026-11-29; `train.py --rescore` adds it "
                                    "to a trial that kept its weights).")])
-            out.extend(paired_comparison(on_data, a, b, results_dir, markdown))
+            out.extend(paired_comparison(on_data, a.label, b.label, results_dir, markdown))
         out.append("")
     if names:
         out.append("Cells: mean±std over trials (sample std) and the trial count. Two tests, two questions. "
@@ -203,8 +236,8 @@ def render(a: Path, b: Path, results_dir: Path, markdown: bool, colour: bool, da
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.diff", description=__doc__.split("\n\n")[0])
-    parser.add_argument("a", help="experiment A: id (exp113) or folder name")
-    parser.add_argument("b", help="experiment B")
+    parser.add_argument("a", help="experiment A: id (exp113) or folder name; a variant: exp104/l2=0.01")
+    parser.add_argument("b", help="experiment B, or a variant")
     parser.add_argument("--format", choices=("text", "markdown"), default="text")
     parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
     parser.add_argument("--out", type=Path, help="write to this file instead of the terminal")
@@ -212,10 +245,10 @@ def main(argv: list[str] | None = None) -> int:
                         "default: every data copy with results, each on its own)")
     args = parser.parse_args(argv)
     try:
-        a, b = experiments.find(args.a), experiments.find(args.b)
+        a, b = side(args.a), side(args.b)
         if args.data:
             fmnist.check_name(args.data, results.data_names(args.results_dir))
-    except (experiments.UnknownExperiment, fmnist.DataError) as e:
+    except (experiments.UnknownExperiment, variants.VariantError, fmnist.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

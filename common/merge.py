@@ -6,7 +6,8 @@
 
 Each finished trial (metrics.json, with its history.csv, predictions.npz and, where the source kept
 them, its trained weights, model.weights.h5, which exp207 scores) is filed under
-<results-dir>/<data name>/<experiment folder>/trial_<i>/, the data name taken from the trial's
+<results-dir>/<data name>/<experiment folder>/trial_<i>/ (a variant's under
+<experiment folder>/variants/<name>/), the data name taken from the trial's
 recorded fingerprint. Records of the old layout named the data by a machine path
 (`idx:/home/.../fashion-mnist`); that path is dropped, and the name and kind of source are kept.
 A trial already present with the same loss and accuracy is skipped (one copy may hold a metric the
@@ -28,14 +29,18 @@ from common import experiments, results
 from common.data import data_name, describe_fingerprint
 
 
-def finished_trials(source: Path) -> list[Path]:
-    """metrics.json of every finished non-smoke trial under `source`, in either layout."""
+def finished_trials(source: Path) -> list[tuple[Path, str, str]]:
+    """(metrics.json, experiment folder, variant name) of every finished non-smoke trial under `source`:
+    recipes and variants by data, or recipes in the layout before results were kept per data."""
     found = []
-    for pattern in (f"*/trial_*/{results.METRICS_FILE}", f"*/*/trial_*/{results.METRICS_FILE}"):
+    for pattern in (f"*/trial_*/{results.METRICS_FILE}", *results.TRIAL_PATTERNS):
         for path in sorted(source.glob(pattern)):
-            if experiments.FOLDER_PATTERN.match(path.parts[-3]) and path.relative_to(source).parts[0] not in (
-                    results.SMOKE_SUBDIR, results.PLOTS_SUBDIR):
-                found.append(path)
+            relative = path.relative_to(source)
+            if relative.parts[0] in (results.SMOKE_SUBDIR, results.PLOTS_SUBDIR):
+                continue
+            _, folder, variant = results.trial_location(relative) if len(relative.parts) > 3 else ("", relative.parts[0], "")
+            if experiments.FOLDER_PATTERN.match(folder):
+                found.append((path, folder, variant))
     return found
 
 
@@ -54,7 +59,7 @@ def normalised(record: dict) -> dict:
 def merge(sources: list[Path], results_dir: Path, move: bool, log=print) -> int:
     merged = skipped = conflicts = 0
     for source in sources:
-        for path in finished_trials(source):
+        for path, folder, variant in finished_trials(source):
             try:
                 record = normalised(json.loads(path.read_text()))
             except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
@@ -64,7 +69,7 @@ def merge(sources: list[Path], results_dir: Path, move: bool, log=print) -> int:
             if record.get("smoke"):
                 continue
             name = record["provenance"]["data"]["name"]
-            target = results.trial_dir(results_dir, name, path.parts[-3], int(record["trial"]))
+            target = results.trial_dir(results_dir, name, folder, int(record["trial"]), variant=variant)
             if target == path.parent:
                 continue  # already filed where it belongs
             existing = target / results.METRICS_FILE
@@ -86,8 +91,10 @@ def merge(sources: list[Path], results_dir: Path, move: bool, log=print) -> int:
             results.atomic_write_json(existing, record)  # last: a trial counts once metrics.json is there
             if move:
                 shutil.rmtree(path.parent)
-                if not any(path.parent.parent.iterdir()):
-                    path.parent.parent.rmdir()
+                for emptied in path.parents[1:]:  # the experiment's (or variant's) folder, if now empty
+                    if emptied == source or any(emptied.iterdir()):
+                        break
+                    emptied.rmdir()
             merged += 1
             log(f"{'moved' if move else 'copied'} {path.parent} -> {target}")
     log(f"merged {merged} trial(s) into {results_dir}; {skipped} already there"

@@ -3,6 +3,7 @@
     results/plots/<data name>/test_accuracy.png
     results/plots/<data name>/curves/<experiment folder>.png
     results/plots/<data name>/confusion/<experiment folder>.png   (from the trials' test predictions)
+    results/plots/<data name>/variants/<experiment folder>.png    (an experiment's variants beside it)
 """
 
 from __future__ import annotations
@@ -131,6 +132,45 @@ def confusion(ensemble: Ensemble, title: str, path: Path, test_images: np.ndarra
     what = f"ensemble of {ensemble.trials} trials" if ensemble.trials > 1 else "one trial"
     fig.suptitle(f"{title}: test predictions ({what})", fontsize=10)
     return _save(fig, path)
+
+
+def variants_beside_recipe(trials: pd.DataFrame, title: str, path: Path) -> Path:
+    """Valid and test accuracy of an experiment's trials (`trials`: its recipe's and its variants',
+    with the `variant` column) as points per trial and a bar at the mean: the recipe first."""
+    names = ["", *sorted(set(trials.variant) - {""})]
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.6 * len(names) + 3), 4.2), sharey=False)
+    rng = np.random.default_rng(0)  # jitter only
+    for ax, split in zip(axes, ("valid", "test")):
+        for x, name in enumerate(names):
+            values = trials[(trials.variant == name) & (trials.split == split)].accuracy.to_numpy()
+            if not len(values):
+                continue
+            colour = "tab:blue" if name == "" else "tab:orange"
+            ax.scatter(x + rng.uniform(-0.1, 0.1, len(values)), values, s=18, color=colour, alpha=0.8, zorder=3)
+            ax.hlines(values.mean(), x - 0.25, x + 0.25, color=colour, linewidth=2, zorder=4)
+        ax.set_xticks(range(len(names)), ["recipe", *names[1:]], rotation=30 if len(names) > 3 else 0,
+                      ha="right" if len(names) > 3 else "center", fontsize=8)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_ylabel(f"{split} accuracy")
+        ax.set_title(f"{split} (points: trials; bar: mean)" + ("; choose by this one" if split == "valid" else ""),
+                     fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{title}: variants beside the recipe", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_variants(results_dir: Path, trials: pd.DataFrame) -> dict[tuple[str, str], Path]:
+    """{(data, experiment folder): plot} for each experiment with variants (`trials` with variants)."""
+    written = {}
+    if trials.empty or "variant" not in trials:
+        return written
+    with_variants = trials[trials.variant != ""][["data", "folder"]].drop_duplicates()
+    for data, folder in with_variants.itertuples(index=False):
+        mine = trials[(trials.data == data) & (trials.folder == folder)]
+        written[data, folder] = variants_beside_recipe(
+            mine, f"{folder} on {data}", results_dir / results.PLOTS_SUBDIR / data / "variants" / f"{folder}.png")
+    return written
 
 
 def write_all(results_dir: Path, trials: pd.DataFrame, reference: pd.DataFrame,

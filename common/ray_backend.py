@@ -33,7 +33,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from common import experiments, results
+from common import experiments, results, variants
 
 # What a task sends back, metrics.json last: the weights the trial kept (local state, a few MB:
 # `train.py --rescore` and evaluation-only experiments read them) and its result files (about 30 KB).
@@ -61,10 +61,10 @@ def _die_with_parent() -> None:
 
 
 def run_trial_task(command: list[str], folder: str, index: int, git: dict,
-                   inputs: dict[str, bytes] | None = None) -> dict:
-    """On a worker: run one trial in a scratch folder and return its files and its output. `inputs`:
-    files to put in the scratch results folder first (relative path: content), e.g. the base trial
-    whose weights an evaluation-only experiment scores."""
+                   inputs: dict[str, bytes] | None = None, variant: str = "") -> dict:
+    """On a worker: run one trial (of `variant`, "" for the recipe) in a scratch folder and return its
+    files and its output. `inputs`: files to put in the scratch results folder first (relative path:
+    content), e.g. the base trial whose weights an evaluation-only experiment scores."""
     with tempfile.TemporaryDirectory(prefix="fmnist-trial-") as scratch:
         for relative, content in (inputs or {}).items():
             (Path(scratch) / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,10 @@ def run_trial_task(command: list[str], folder: str, index: int, git: dict,
             name = signal.Signals(signal_number).name if signal_number in signal.valid_signals() else "signal"
             raise TrainProcessKilled(f"{folder}/train.py --trial {index} was killed ({name}, return code "
                                      f"{process.returncode}) on {os.uname().nodename}")
-        found = sorted(Path(scratch).rglob(f"{folder}/trial_{index}/{results.METRICS_FILE}"))
+        # results/<data name>/... or results/smoke/<data name>/...: the data's name is the trial's to say
+        data_dirs = [*Path(scratch).iterdir(), *Path(scratch, results.SMOKE_SUBDIR).glob("*")]
+        found = [path for path in (results.trial_dir(d.parent, d.name, folder, index, variant=variant)
+                                   / results.METRICS_FILE for d in data_dirs if d.is_dir()) if path.exists()]
         files = ({name: (found[0].parent / name).read_bytes() for name in TRIAL_FILES
                   if (found[0].parent / name).exists()} if process.returncode == 0 and found else {})
     return {"returncode": process.returncode, "output": process.stdout, "files": files,
@@ -100,10 +103,10 @@ def accept(trial, reply: dict, copy, results_dir: Path, smoke: bool, force: bool
     if ran_on != copy.fingerprint:
         return (f"refused: the trial ran on other data (sha256 {ran_on[:16]}…, expected {copy.name}, "
                 f"{copy.fingerprint[:16]}…); give --data-dir a path that holds the same copy on every node")
-    directory = results.trial_dir(results_dir, copy.name, trial.folder.name, trial.index, smoke)
-    if not force:  # the same rule as train.py: one recipe per experiment and data
+    directory = trial.directory(results_dir, copy.name, smoke)
+    if not force:  # the same rule as train.py: one recipe per experiment (or variant) and data
         defaults = experiments.read_definition(trial.folder).config
-        for other in sorted(directory.parent.glob(f"trial_*/{results.METRICS_FILE}")):
+        for other in sorted(directory.parent.glob(f"trial_*/{results.METRICS_FILE}")):  # this variant's alone
             difference = experiments.config_difference(json.loads(other.read_text()).get("config", {}),
                                                         record["config"], defaults)
             if difference:
@@ -117,13 +120,14 @@ def accept(trial, reply: dict, copy, results_dir: Path, smoke: bool, force: bool
 
 
 def base_trial_files(trial, results_dir: Path, data_name: str, smoke: bool) -> dict[str, bytes]:
-    """For a trial of an evaluation-only experiment (exp207 over exp206): the base's same trial as the
-    driver holds it (record, history, kept weights), to be scored on the worker instead of retrained.
-    Empty when there is no such trial here: the worker then trains the weights itself."""
-    base = experiments.trains_like_base(trial.folder)
-    if base is None:
+    """For a trial of an evaluation-only experiment (exp207 over exp206) or variant (test_time_flip
+    only): the same trial of what trains alike (variants.weights_source) as the driver holds it
+    (record, history, kept weights), to be scored on the worker instead of retrained. Empty when
+    there is no such trial here: the worker then trains the weights itself."""
+    source = variants.weights_source(trial.folder, trial.variant)
+    if source is None:
         return {}
-    directory = results.trial_dir(results_dir, data_name, base.name, trial.index, smoke)
+    directory = results.trial_dir(results_dir, data_name, source[0].name, trial.index, smoke, source[1])
     names = (results.WEIGHTS_FILE, results.HISTORY_FILE, results.METRICS_FILE)
     if not all((directory / name).exists() for name in names):
         return {}
@@ -169,7 +173,7 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
                   f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs ===\n")
 
         def submit(trial) -> None:
-            directory = results.trial_dir(args.results_dir, copy.name, trial.folder.name, trial.index, args.smoke)
+            directory = trial.directory(args.results_dir, copy.name, args.smoke)
             progress.start(trial, " (Ray task)")
             if not locks.enter_context(results.trial_lock(directory)):  # held until the trial is written
                 trial.returncode = 0
@@ -179,7 +183,7 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
             code = results.git_state(["common", "requirements.txt", f"{trial.folder.name}/train.py"])
             inputs = base_trial_files(trial, args.results_dir, copy.name, args.smoke)
             in_flight[remote.remote(trial_command(trial, args, threads), trial.folder.name, trial.index,
-                                    code, inputs)] = trial
+                                    code, inputs, trial.variant_name)] = trial
 
         from common.run_all import next_ready, waits_elsewhere
 
@@ -205,8 +209,7 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
                         if isinstance(cause, TrainProcessKilled):
                             trial.error += f" (each of its {args.retries + 1} attempts)"
                     else:
-                        directory = results.trial_dir(args.results_dir, copy.name, trial.folder.name,
-                                                      trial.index, args.smoke)
+                        directory = trial.directory(args.results_dir, copy.name, args.smoke)
                         output = reply["output"].replace(reply["scratch"], str(directory)) if reply["scratch"] \
                             else reply["output"]  # name the trial's place in the results, not the scratch folder
                         trial.tail.extend(output.splitlines()[-15:])

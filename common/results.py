@@ -23,6 +23,7 @@ DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
 RESULTS_ENV_VAR = "FASHION_MNIST_RESULTS_DIR"  # e.g. a Google Drive folder in a notebook
 SMOKE_SUBDIR = "smoke"  # smoke runs live apart, under results/smoke/, and are never summarised
 PLOTS_SUBDIR = "plots"  # the summary's plots; like smoke/, never a data name
+VARIANTS_SUBDIR = "variants"  # an experiment's runs with overrides: <experiment>/variants/<name>/trial_<i>/
 METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE = "metrics.json", "history.csv", "predictions.npz"
 # The trained weights a trial evaluated (no optimizer state): kept locally, never committed (.gitignore).
 WEIGHTS_FILE = "model.weights.h5"
@@ -38,10 +39,11 @@ def default_results_dir() -> Path:
     return Path(os.environ.get(RESULTS_ENV_VAR) or DEFAULT_RESULTS_DIR).expanduser()
 
 
-def experiment_dir(results_dir: Path, data_name: str, folder: str, smoke: bool = False) -> Path:
-    """results/<data name>/<experiment folder>/ (smoke runs: results/smoke/<data name>/...)."""
+def experiment_dir(results_dir: Path, data_name: str, folder: str, smoke: bool = False, variant: str = "") -> Path:
+    """results/<data name>/<experiment folder>/ (smoke runs: results/smoke/<data name>/...); a variant's
+    (common.variants): results/<data name>/<experiment folder>/variants/<variant name>/."""
     base = results_dir / SMOKE_SUBDIR if smoke else results_dir
-    return base / data_name / folder
+    return base / data_name / folder / (Path(VARIANTS_SUBDIR, variant) if variant else Path())
 
 
 def data_names(results_dir: Path) -> list[str]:
@@ -49,11 +51,27 @@ def data_names(results_dir: Path) -> list[str]:
     if not results_dir.is_dir():
         return []
     return sorted(d.name for d in results_dir.iterdir()
-                  if d.is_dir() and d.name not in (SMOKE_SUBDIR, PLOTS_SUBDIR) and any(d.glob("*/trial_*")))
+                  if d.is_dir() and d.name not in (SMOKE_SUBDIR, PLOTS_SUBDIR)
+                  and (any(d.glob("*/trial_*")) or any(d.glob(f"*/{VARIANTS_SUBDIR}/*/trial_*"))))
 
 
-def trial_dir(results_dir: Path, data_name: str, folder: str, trial: int, smoke: bool = False) -> Path:
-    return experiment_dir(results_dir, data_name, folder, smoke) / f"trial_{trial}"
+def trial_dir(results_dir: Path, data_name: str, folder: str, trial: int, smoke: bool = False,
+              variant: str = "") -> Path:
+    return experiment_dir(results_dir, data_name, folder, smoke, variant) / f"trial_{trial}"
+
+
+# The finished trials under a data copy's folder, recipes and variants: <data>/<folder>/trial_<i>/ and
+# <data>/<folder>/variants/<name>/trial_<i>/.
+TRIAL_PATTERNS = (f"*/*/trial_*/{METRICS_FILE}", f"*/*/{VARIANTS_SUBDIR}/*/trial_*/{METRICS_FILE}")
+
+
+def trial_location(relative: Path) -> tuple[str, str, str]:
+    """(data name, experiment folder, variant name) of a metrics.json path relative to the results
+    directory, in either of TRIAL_PATTERNS' layouts ("" for a recipe's trial)."""
+    parts = relative.parts
+    if len(parts) == 6 and parts[2] == VARIANTS_SUBDIR:
+        return parts[0], parts[1], parts[3]
+    return parts[0], parts[1], ""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

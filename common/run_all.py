@@ -6,6 +6,7 @@
     python -m common.run_all --only 'exp1*' --round-robin --jobs 2   # rows grow together
     python -m common.run_all --only 'exp2*' --only 'exp1*' --round-robin --jobs 2   # exp2xx first
     python -m common.run_all --ray auto --gpus-per-trial 0.25        # on a Ray cluster
+    python -m common.run_all --only exp104 --set l2=0.01,0.003 --set batch_size=32,64 --trials 3  # a sweep
 
 Each trial runs as its own `python expNNN_<slug>/train.py --trial I` process, so a crash, a NaN
 loss or a bad config stops that trial only: the others go on, the failures are reported at the
@@ -16,6 +17,11 @@ rerun with the same --jobs to get the same numbers). An evaluation-only experime
 scored with test-time flips) waits for its base's same trial and scores the weights it kept instead
 of training them again (under --ray it trains them itself). At the end the summary, plots and README
 table are regenerated (not after --smoke: smoke results are never summarised).
+
+--set KEY=V1,V2,... (repeatable) runs every combination of the values as variants of each selected
+experiment (common.variants), filed beside its recipe under <experiment>/variants/<key=value,...>/;
+a combination equal to the recipe is the recipe. --epochs N makes a variant in the same way: a
+trial capped at N epochs is not the recipe's trial.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from common import data as fmnist
-from common import experiments, results, summarize
+from common import experiments, results, summarize, variant_summary, variants
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 LOG_NAME = "run_all.log"
@@ -52,6 +58,8 @@ class Trial:
     folder: Path
     index: int
     trials: int  # how many trials the experiment runs in this invocation
+    variant: dict = field(default_factory=dict)  # the overrides that make a variant of the recipe ({}: the recipe)
+    planned_trials: int | None = None  # the trial count the experiment's variants.txt gives this variant
     state: str = "pending"  # done | pending | resumable | locked
     after: Trial | None = None  # the base's same trial, for an evaluation-only experiment: it waits for it
     lock: Path | None = None  # the trial folder's lock file, held while some process runs the trial
@@ -62,8 +70,20 @@ class Trial:
     tail: deque = field(default_factory=lambda: deque(maxlen=15))
 
     @property
+    def variant_name(self) -> str:
+        return variants.name(self.variant)
+
+    @property
+    def label(self) -> str:
+        """The experiment, or the variant: exp104_bs64_lr1e-4/l2=0.01."""
+        return variants.label(self.folder.name, self.variant_name)
+
+    @property
     def name(self) -> str:
-        return f"{self.folder.name} trial {self.index}"
+        return f"{self.label} trial {self.index}"
+
+    def directory(self, results_dir: Path, data_name: str, smoke: bool) -> Path:
+        return results.trial_dir(results_dir, data_name, self.folder.name, self.index, smoke, self.variant_name)
 
 
 def _locked(lock_path: Path) -> bool:
@@ -79,40 +99,60 @@ def _locked(lock_path: Path) -> bool:
     return False
 
 
+def experiment_variants(folder: Path, args: argparse.Namespace) -> list[tuple[dict, int | None]]:
+    """The variants of one experiment that the run asks for, each with its own trial count (None: the
+    run's): every combination of --set's values, the variants its variants.txt lists (--planned), each
+    with --epochs; [({}, None)], the recipe, without --set and --planned. Raises variants.VariantError
+    for a key the experiment lacks."""
+    recipe = experiments.read_definition(folder).effective_config()
+    sets, planned = getattr(args, "set", None) or [], getattr(args, "planned", False)
+    epochs = {"epochs": str(args.epochs)} if getattr(args, "epochs", None) else {}
+    chosen: dict[str, tuple[dict, int | None]] = {}
+    wanted = [(combination, None) for combination in variants.grid(sets)] if sets or not planned else []
+    if planned:
+        wanted += [({k: variants.command_value(v) for k, v in plan.variant.items()}, plan.trials)
+                   for plan in variant_summary.planned(folder)]
+    for raw, trials in wanted:
+        variant = variants.of(variants.typed(folder, {**raw, **epochs}), recipe)
+        chosen.setdefault(variants.name(variant), (variant, trials))  # two combinations may make one variant
+    return list(chosen.values())
+
+
 def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_name: str) -> list[Trial]:
-    """Every trial of the selection and its state on this data (trials on other data never count)."""
+    """Every trial of the selection (each variant of each experiment) and its state on this data
+    (trials on other data never count)."""
     trials = []
     for folder in folders:
         default = experiments.read_definition(folder).config["trials"]
-        count = args.trials or (1 if args.smoke else default)
-        for index in range(count):
-            directory = results.trial_dir(results_dir, data_name, folder.name, index, args.smoke)
-            trial = Trial(folder, index, count, lock=directory / ".lock")
-            if (directory / results.METRICS_FILE).exists() and not args.force:
-                trial.state = "done"
-            elif _locked(trial.lock):
-                trial.state = "locked"
-            elif (directory / "checkpoint" / "state.json").exists():
-                trial.state = "resumable"
-            trials.append(trial)
-    # An evaluation-only experiment (exp207 over exp206) scores the weights its base's same trial keeps:
-    # where that trial is still to run, here or in another process, wait for it rather than train the
-    # same weights twice.
-    to_run = {(t.folder, t.index): t for t in trials if t.state in ("pending", "resumable", "locked")}
-    for folder in folders:
-        base = experiments.trains_like_base(folder)
-        for trial in (t for t in trials if t.folder == folder and base is not None):
-            trial.after = to_run.get((base, trial.index))
+        for variant, planned_trials in experiment_variants(folder, args):
+            count = args.trials or (1 if args.smoke else planned_trials or default)
+            for index in range(count):
+                trial = Trial(folder, index, count, variant, planned_trials)
+                directory = trial.directory(results_dir, data_name, args.smoke)
+                trial.lock = directory / ".lock"
+                if (directory / results.METRICS_FILE).exists() and not args.force:
+                    trial.state = "done"
+                elif _locked(trial.lock):
+                    trial.state = "locked"
+                elif (directory / "checkpoint" / "state.json").exists():
+                    trial.state = "resumable"
+                trials.append(trial)
+    # An evaluation-only experiment (exp207 over exp206), or a variant of evaluation keys only, scores the
+    # weights that the same trial of what trains alike keeps (variants.weights_source): where that trial
+    # is still to run, here or in another process, wait for it rather than train the same weights twice.
+    to_run = {(t.folder, t.variant_name, t.index): t for t in trials if t.state in ("pending", "resumable", "locked")}
+    for trial in trials:
+        source = variants.weights_source(trial.folder, trial.variant)
+        if source is not None:
+            trial.after = to_run.get((*source, trial.index))
     return trials
 
 
 def train_arguments(trial: Trial, args: argparse.Namespace, threads: int) -> list[str]:
     """The train.py arguments that come from run_all's options, wherever the trial runs."""
-    arguments = ["--trial", str(trial.index)]
-    if args.trials:
-        arguments += ["--trials", str(args.trials)]
-    if args.epochs:
-        arguments += ["--epochs", str(args.epochs)]
+    arguments = ["--trial", str(trial.index), *variants.arguments(trial.variant)]  # --epochs among them
+    if args.trials or (trial.planned_trials and not args.smoke):
+        arguments += ["--trials", str(trial.trials)]
     if args.data_dir:
         arguments += ["--data-dir", args.data_dir]
     if args.smoke:
@@ -158,7 +198,7 @@ class Progress:
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}] {postfix}")
 
     def _expected(self, trial: Trial) -> float:
-        mine = self.took.get(trial.folder.name)
+        mine = self.took.get(trial.label)
         if mine:
             return statistics.median(mine)
         if trial.folder.name in self.typical:
@@ -181,13 +221,14 @@ class Progress:
         self.bar.write(f"start {trial.name} of {trial.trials}{where}")
 
     def running(self, trials) -> None:
-        self.bar.set_postfix_str("; ".join(f"{experiments.experiment_id(t.folder)} trial {t.index} epoch "
+        self.bar.set_postfix_str("; ".join(f"{variants.label(experiments.experiment_id(t.folder), t.variant_name)} "
+                                           f"trial {t.index} epoch "
                                            f"{t.last_line or '-'}" for t in trials), refresh=False)
 
     def end(self, trial: Trial) -> None:
         """Report a trial whose returncode (and error, if any) is set; its tail holds its last lines."""
         trial.seconds = time.time() - trial.seconds
-        self.took.setdefault(trial.folder.name, []).append(trial.seconds)
+        self.took.setdefault(trial.label, []).append(trial.seconds)
         self.ended += 1
         self.bar.update(1)
         if trial.returncode == 0 and not trial.error:
@@ -283,16 +324,23 @@ def typical_seconds(results_dir: Path, data_name: str) -> dict[str, float]:
 def report(trials: list[Trial], ran: list[Trial]) -> pd.DataFrame:
     """Per experiment: trials done, and of `ran` (the queue) those that started: ran now, failed, minutes."""
     rows = []
-    for folder in dict.fromkeys(t.folder for t in trials):
-        mine = [t for t in trials if t.folder == folder]
-        now = [t for t in ran if t.folder == folder and (t.returncode is not None or t.error)]  # started
+    for label in dict.fromkeys(t.label for t in trials):
+        mine = [t for t in trials if t.label == label]
+        now = [t for t in ran if t.label == label and (t.returncode is not None or t.error)]  # started
         failed = [t for t in now if t.returncode not in (0, None) or t.error]
         finished = sum(t.state == "done" for t in mine) + sum(t.returncode == 0 and not t.error for t in now)
-        rows.append({"experiment": folder.name, "trials done": f"{finished}/{len(mine)}",
+        rows.append({"experiment": label, "trials done": f"{finished}/{len(mine)}",
                      "ran now": len(now), "failed": len(failed),
                      "minutes": round(sum(t.seconds for t in now) / 60, 1),
                      "error": failed[0].error if failed else ""})
     return pd.DataFrame(rows)
+
+
+def _assignment(text: str) -> tuple[str, list[str]]:
+    try:
+        return variants.parse_assignment(text)
+    except variants.VariantError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,7 +353,13 @@ def main(argv: list[str] | None = None) -> int:
                              "before any exp1xx one, and no core waits between the two")
     parser.add_argument("--from", dest="start", metavar="NAME", help="start at this experiment")
     parser.add_argument("--trials", type=int, help="trials per experiment (default: each one's own)")
-    parser.add_argument("--epochs", type=int, help="cap the epochs (recorded, and shown in the table)")
+    parser.add_argument("--epochs", type=int, help="cap the epochs: a variant (epochs=N) of each experiment")
+    parser.add_argument("--set", action="append", metavar="KEY=V1,V2", type=_assignment,
+                        help="run variants: every combination of the values of each --set (a grid), as "
+                             "variants of each selected experiment; e.g. --set l2=0.01,0.003 --set batch_size=32,64")
+    parser.add_argument("--planned", action="store_true",
+                        help="run the variants each selected experiment lists in its variants.txt, with "
+                             "the trial counts it gives (unless --trials)")
     parser.add_argument("--smoke", action="store_true", help="tiny subset, one epoch and trial each")
     parser.add_argument("--data-dir")
     parser.add_argument("--results-dir", type=Path, default=results.default_results_dir())
@@ -358,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         args.data_dir = copy.location if copy.source == "idx" else None
     try:
         trials = plan(folders, args, args.results_dir, copy.name)
-    except ValueError as e:  # a train.py whose CONFIG cannot be read without running it
+    except ValueError as e:  # a --set key an experiment lacks, a train.py whose CONFIG cannot be read
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     todo = []
@@ -368,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.round_robin:
             stage_todo.sort(key=lambda t: t.index)  # stable: experiment order within each round
         todo += stage_todo
-    overview = pd.DataFrame([{"experiment": t.folder.name, "trial": t.index, "state": t.state} for t in trials])
+    overview = pd.DataFrame([{"experiment": t.label, "trial": t.index, "state": t.state} for t in trials])
     counts = overview.groupby(["experiment", "state"], sort=False).size().unstack(fill_value=0)
     print(f"data: {copy.name} ({copy.description}; sha256 {copy.fingerprint[:16]}…); results in "
           f"{results.experiment_dir(args.results_dir, copy.name, '', args.smoke)}")

@@ -2,7 +2,9 @@
 
 `run_experiment` parses the command line (common flags plus one flag per CONFIG key), loads the
 data, and runs the trials that are not finished yet. A trial writes, under
-results/<data name>/<experiment folder>/trial_<i>/ (the data's name: offline-v2, official, ...):
+results/<data name>/<experiment folder>/trial_<i>/ (the data's name: offline-v2, official, ...), or,
+run with overrides, under its variant's folder, <experiment folder>/variants/<key=value,...>/trial_<i>/
+(common.variants): a variant is a result of its own and never touches the recipe's trials:
 
     metrics.json   loss, cross-entropy and accuracy per split, epochs, seed, config, provenance (written last)
     history.csv    one row per epoch, written when the trial ends
@@ -18,7 +20,6 @@ results/<data name>/<experiment folder>/trial_<i>/ (the data's name: offline-v2,
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
@@ -31,10 +32,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from common import augment, results
+from common import augment, results, variants
 from common import data as fmnist
 from common import experiments
 from common.experiments import RUNNER_DEFAULTS, config_difference
+from common.variants import parse_like
 
 # Config keys the runner itself reads; every other key is the experiment's own (build_model reads it).
 REQUIRED_KEYS = ("trials", "seed", "epochs", "patience", "batch_size")
@@ -50,37 +52,6 @@ class TrainingDiverged(Exception):
 
 
 # ---------------------------------------------------------------- command line
-
-def parse_like(default: Any, key: str) -> Callable[[str], Any]:
-    """An argparse type that reads a value of the same type as the config default (nanoGPT style)."""
-
-    def parse(text: str) -> Any:
-        if isinstance(default, bool):
-            lowered = text.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"--{key} takes true or false, not {text!r}")
-        if isinstance(default, str):
-            return text
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        if default is None:
-            return value
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-            value = type(default)(value)
-        if type(value) is not type(default):
-            raise argparse.ArgumentTypeError(
-                f"--{key} takes a value like {default!r} ({type(default).__name__}), not {text!r}")
-        return value
-
-    return parse
-
 
 def build_parser(folder: str, explanation: str, config: dict) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -107,7 +78,9 @@ def build_parser(folder: str, explanation: str, config: dict) -> argparse.Argume
                         help="run only trial I (0-based) of the --trials; python -m common.run_all "
                              "--jobs uses it to run trials side by side")
     group = parser.add_argument_group("config", "override the experiment's CONFIG values (and the "
-                                      "runner's fix_seed and one_hot)")
+                                      "runner's fix_seed, one_hot, ...): a run with overrides is a variant, "
+                                      "filed under <experiment>/variants/<key=value,...>/ beside the recipe "
+                                      "(--trials aside, which is no change of recipe)")
     for key, default in {**RUNNER_DEFAULTS, **config}.items():
         flags = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
         group.add_argument(*flags, dest=f"config.{key}", type=parse_like(default, key),
@@ -484,12 +457,13 @@ def run_experiment(train_file: str, experiment: str, base: str | None, explanati
     parser = build_parser(folder, explanation, config)
     try:
         args, effective, overrides = parse_config(parser, config, argv)
+        variant = variants.of(overrides, {**RUNNER_DEFAULTS, **config})
         try:
-            trains_like = experiments.trains_like_base(Path(train_file).resolve().parent)
+            source = variants.weights_source(Path(train_file).resolve().parent, variant)
         except (OSError, SyntaxError, ValueError):  # a base whose train.py cannot be read: train
-            trains_like = None
+            source = None
         return _run(folder, experiment, base, explanation, config, effective, overrides, args, build_model,
-                    trains_like)
+                    variant, source)
     except (fmnist.DataError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -503,11 +477,15 @@ def run_experiment(train_file: str, experiment: str, base: str | None, explanati
 
 
 def _run(folder, experiment, base, explanation, default_config, config, overrides, args,
-         build_model, trains_like: Path | None = None) -> int:
-    """`trains_like`: the base's folder when this experiment only evaluates differently (see
-    experiments.trains_like_base); its trials then score the base's kept weights where they can."""
+         build_model, variant: dict, source: tuple[Path, str] | None = None) -> int:
+    """`variant`: the overrides that change the recipe (variants.of), {} for the recipe itself.
+    `source`: the experiment folder and variant whose trials train exactly what this one's do and
+    differ in evaluation only (variants.weights_source); its trials then score their kept weights."""
     def log(message: str) -> None:
         print(message, flush=True)
+
+    variant_name = variants.name(variant)
+    where = variants.label(folder, variant_name)  # exp104_bs64_lr1e-4 or exp104_bs64_lr1e-4/l2=0.01
 
     results_dir = args.results_dir.expanduser().resolve()
     # Trials belong to their data: they are filed under its name, results/<data name>/<folder>/.
@@ -525,7 +503,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
     pending = []
     finished = 0
     for trial in range(config["trials"]):
-        directory = results.trial_dir(results_dir, copy.name, folder, trial, args.smoke)
+        directory = results.trial_dir(results_dir, copy.name, folder, trial, args.smoke, variant_name)
         record = _finished_record(directory / results.METRICS_FILE)
         finished += record is not None and not args.force  # --force replaces them
         if record is not None:
@@ -542,16 +520,16 @@ def _run(folder, experiment, base, explanation, default_config, config, override
                                  f"give the overrides it ran with (its metrics.json lists them)")
             if difference:
                 raise UsageError(
-                    f"{directory} was run with another config ({difference}); rerun with --force to "
-                    f"replace such trials, or give another --results-dir to keep both")
+                    f"{directory} was run with another config ({difference}): the recipe changed since; "
+                    f"rerun with --force to replace such trials, or give another --results-dir to keep both")
         if trial in selected and (record is None or args.force):
             pending.append((trial, directory))
     if args.rescore:
         configure_tensorflow(args.threads, config["fix_seed"])
         hardware = {**results.hardware(), "threads": args.threads or os.cpu_count()}
         for trial in selected:
-            directory = results.trial_dir(results_dir, copy.name, folder, trial, args.smoke)
-            label = f"{folder} trial {trial + 1}/{config['trials']}"
+            directory = results.trial_dir(results_dir, copy.name, folder, trial, args.smoke, variant_name)
+            label = f"{where} trial {trial + 1}/{config['trials']}"
             if not (directory / results.METRICS_FILE).exists():
                 log(f"{label}: not finished; nothing to rescore")
                 continue
@@ -562,10 +540,12 @@ def _run(folder, experiment, base, explanation, default_config, config, override
                     log(f"{label}: another process is running it; not rescored")
         return EXIT_OK
     # Finished trials are counted over the whole experiment, also when --trial picks one of them.
-    log(f"{folder}: {config['trials']} trial(s), {finished} already finished on {copy.name}"
+    log(f"{where}: {config['trials']} trial(s), {finished} already finished on {copy.name}"
         + (f"; trial {args.trial + 1}/{config['trials']} " + ("to run" if pending else "finished")
            if args.trial is not None else "")
-        + (f", overrides {overrides}" if overrides else "") + (" [smoke]" if args.smoke else ""))
+        + (f", overrides {overrides}" if overrides else "")
+        + (f"; a variant, filed under {results.experiment_dir(results_dir, copy.name, folder, args.smoke, variant_name)}"
+           if variant else "") + (" [smoke]" if args.smoke else ""))
     if not pending:
         return EXIT_OK
 
@@ -577,31 +557,32 @@ def _run(folder, experiment, base, explanation, default_config, config, override
     for trial, directory in pending:
         with results.trial_lock(directory) as acquired:
             if not acquired:
-                log(f"{folder} trial {trial}: another process is running it; skipped")
+                log(f"{where} trial {trial}: another process is running it; skipped")
                 skipped += 1
                 continue
             if not args.force and (directory / results.METRICS_FILE).exists():
                 continue  # another process finished it while we were busy with earlier trials
             if args.force:
                 Checkpoint(directory / "checkpoint").remove()
-            label = f"{folder} trial {trial + 1}/{config['trials']}"
-            base_directory = (results.trial_dir(results_dir, copy.name, trains_like.name, trial, args.smoke)
-                              if trains_like else None)
+            label = f"{where} trial {trial + 1}/{config['trials']}"
+            base_directory = (results.trial_dir(results_dir, copy.name, source[0].name, trial, args.smoke, source[1])
+                              if source else None)
             base_record = reusable_base_trial(base_directory, config, trial, copy.fingerprint, default_config)
             if base_record is not None:
                 record, test_probabilities = score_base_weights(trial, directory, base_record, base_directory,
                                                                 config, build_model, dataset, label, log)
             else:
-                if trains_like:
-                    log(f"{label}: {trains_like.name} trial {trial} has not kept trained weights for this "
-                        f"recipe; training them here (the same training as {trains_like.name}'s)")
+                if source:
+                    trains = variants.label(source[0].name, source[1])
+                    log(f"{label}: {trains} trial {trial} has not kept trained weights for this "
+                        f"recipe; training them here (the same training as {trains}'s)")
                 record, test_probabilities = run_trial(trial, directory, config, build_model, dataset, label,
                                                        log, default_config)
             results.write_predictions(directory / results.PREDICTIONS_FILE, test_probabilities, dataset.y_test)
             record = {"experiment": experiment, "folder": folder, "base": base,
                       "explanation": explanation, "smoke": args.smoke, **record,
                       "epochs_max": config["epochs"], "default_trials": default_config["trials"],
-                      "overrides": overrides, "config": config, "provenance": provenance}
+                      "overrides": overrides, "variant": variant_name, "config": config, "provenance": provenance}
             results.atomic_write_json(directory / results.METRICS_FILE, record)
             Checkpoint(directory / "checkpoint").remove()
             test = record["metrics"]["test"]
@@ -609,5 +590,5 @@ def _run(folder, experiment, base, explanation, default_config, config, override
                 f"best epoch {record['best_epoch']} of {record['epochs_run']}, "
                 f"{record['wall_seconds'] / 60:.1f} min -> {directory / results.METRICS_FILE}")
     if skipped:
-        log(f"{folder}: {skipped} trial(s) left to the other process running them")
+        log(f"{where}: {skipped} trial(s) left to the other process running them")
     return EXIT_OK

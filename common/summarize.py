@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from common import data as fmnist
-from common import experiments, plots, predictions, results, stats
+from common import experiments, markdown, plots, predictions, results, stats, variant_summary, variants
 
 SPLITS = ("train", "valid", "test")
 REFERENCE_CSV = results.REPO_ROOT / "reference" / "original_log_results.csv"
@@ -58,8 +58,9 @@ def _trial_rows(path: Path, record: dict) -> list[dict]:
              "crossentropy": float(record["metrics"][split].get("crossentropy", math.nan))} for split in SPLITS]
 
 
-def collect_trials(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """All finished real (non-smoke) trials as rows, and a list of the files that were skipped.
+def collect_trials(results_dir: Path, with_variants: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """All finished real (non-smoke) trials of the recipes as rows (`with_variants`: of their variants
+    too, told apart by the `variant` column, "" for a recipe), and a list of the files skipped.
 
     The `path` column is relative to `results_dir`: no machine paths in the CSV files.
     """
@@ -68,10 +69,12 @@ def collect_trials(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
         if experiments.FOLDER_PATTERN.match(path.parts[-3]):
             problems.append(f"{path}: filed in the layout before results were kept per data; skipped. "
                             f"file them by data with: python -m common.merge {results_dir}")
-    for path in sorted(results_dir.glob(f"*/*/trial_*/{results.METRICS_FILE}")):
+    patterns = results.TRIAL_PATTERNS if with_variants else results.TRIAL_PATTERNS[:1]
+    for path in sorted(p for pattern in patterns for p in results_dir.glob(pattern)):
         relative = path.relative_to(results_dir)
         if relative.parts[0] in (results.SMOKE_SUBDIR, results.PLOTS_SUBDIR):
             continue
+        variant = results.trial_location(relative)[2]
         try:
             record = json.loads(path.read_text())
             if record.get("smoke"):
@@ -84,10 +87,19 @@ def collect_trials(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
             problems.append(f"{path}: ran on {trial_rows[0]['data']} but is filed under {relative.parts[0]}; "
                             f"skipped (move it to {trial_rows[0]['data']}/)")
             continue
+        recorded = str(record.get("variant", ""))  # trials from before variants existed: recipes
+        if recorded != variant:
+            problems.append(f"{path}: ran as {variants.label(record['folder'], recorded)} but is filed as "
+                            f"{variants.label(record['folder'], variant)}; skipped")
+            continue
+        if with_variants:
+            for row in trial_rows:
+                row["variant"] = variant
         rows.extend(trial_rows)
     trials = pd.DataFrame(rows)
     if not trials.empty:
-        trials = trials.sort_values(["data", "folder", "trial", "split"], key=_split_order).reset_index(drop=True)
+        order = ["data", "folder", *(["variant"] if with_variants else []), "trial", "split"]
+        trials = trials.sort_values(order, key=_split_order).reset_index(drop=True)
     return trials, problems
 
 
@@ -194,14 +206,7 @@ def _epochs_cell(first: pd.Series) -> str:
     return f"{ran} ({cap})"
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """A DataFrame of cells as a Markdown table, columns left-aligned (pipes in cells escaped)."""
-    def cell(value) -> str:
-        return str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", "|" + "|".join(":---" for _ in table.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+markdown_table = markdown.table  # diff and the tests use it by this name
 
 
 def _ensemble_cell(rows: pd.DataFrame) -> str:
@@ -240,8 +245,7 @@ def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
-def _p(p: float) -> str:
-    return "" if pd.isna(p) else f", p={p:.2g}" if p >= 0.001 else ", p<0.001"
+_p = markdown.p_value
 
 
 def steps_table(steps: pd.DataFrame) -> str:
@@ -259,12 +263,14 @@ def steps_table(steps: pd.DataFrame) -> str:
 
 
 def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: dict[str, str],
-                  results_dir: Path | None = None, steps: pd.DataFrame | None = None) -> list[str]:
+                  results_dir: Path | None = None, steps: pd.DataFrame | None = None,
+                  variant_rows: pd.DataFrame | None = None) -> list[str]:
     """A labelled table per data copy: results on different data are never in one table."""
     sections = []
     for name, group in summary.groupby("data", sort=True):
         first = group.iloc[0]
         mine = steps[steps.data == name] if steps is not None else pd.DataFrame()
+        my_variants = variant_rows[variant_rows.data == name] if variant_rows is not None else pd.DataFrame()
         sections += [
             f"### Our results on `{name}`",
             f"Data `{name}`: {first.data_description} (sha256 {first.data_fingerprint[:16]}…).",
@@ -290,8 +296,15 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
                "compare steps with equal trial counts. *Original log*: the log's own change, 10 trials a "
                "side where it ran them.",
                steps_table(mine)] if not mine.empty else []),
+            *(variants_section(name, my_variants) if not my_variants.empty else []),
             *([plot_links[name]] if plot_links.get(name) else [])]
     return sections
+
+
+def variants_section(data: str, rows: pd.DataFrame) -> list[str]:
+    """The main README's short table of one data copy's variants."""
+    return [f"#### Variants on `{data}`", variant_summary.LEGEND + " Each experiment's README has its variants "
+            "in full, with their ensembles.", variant_summary.table(rows, short=True)]
 
 
 def running_epoch_seconds(results_dir: Path, data: str) -> dict[str, float]:
@@ -373,10 +386,14 @@ def reference_table(reference: pd.DataFrame) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
+def _relative(path: Path, page: Path) -> str:
+    return Path(os.path.relpath(path, page.parent)).as_posix()
+
+
 def plot_links(written: dict[str, dict[str, list[Path]]], readme: Path) -> dict[str, str]:
     """Markdown for each data's plots, with paths relative to the README."""
     def relative(path: Path) -> str:
-        return Path(os.path.relpath(path, readme.parent)).as_posix()
+        return _relative(path, readme)
 
     def links_to(paths: list[Path]) -> str:
         return " · ".join(f"[{p.stem.split('_')[0]}]({relative(p)})" for p in paths)
@@ -389,14 +406,21 @@ def plot_links(written: dict[str, dict[str, list[Path]]], readme: Path) -> dict[
         if files["confusion"]:
             text += (f"\n\nConfusion matrices on `{name}` (ensemble of the trials; with the most confidently "
                      f"wrong test images where the data was at hand): {links_to(files['confusion'])}")
+        if files.get("variants"):
+            text += f"\n\nVariants beside their recipe on `{name}`: {links_to(files['variants'])}"
         links[name] = text
     return links
 
 
 def readme_section(summary: pd.DataFrame, reference: pd.DataFrame, links: dict[str, str] | None = None,
-                   results_dir: Path | None = None, steps: pd.DataFrame | None = None) -> str:
-    ours = (data_sections(summary, reference, links or {}, results_dir, steps) if not summary.empty
-            else ["### Our results", "_No finished trials yet._"])
+                   results_dir: Path | None = None, steps: pd.DataFrame | None = None,
+                   variant_rows: pd.DataFrame | None = None) -> str:
+    ours = (data_sections(summary, reference, links or {}, results_dir, steps, variant_rows) if not summary.empty
+            else ["### Our results", "_No finished trials of the recipes yet._"])
+    have_recipes = set(summary.data) if not summary.empty else set()
+    for name, rows in (variant_rows.groupby("data", sort=True) if variant_rows is not None else []):
+        if name not in have_recipes:  # variants only: their table still shows
+            ours += variants_section(name, rows)
     return "\n\n".join([
         MARKER_START, *ours,
         "### The original log's figures (reference only, not reproduced by this repository)",
@@ -405,13 +429,7 @@ def readme_section(summary: pd.DataFrame, reference: pd.DataFrame, links: dict[s
 
 def update_readme(readme: Path, section: str) -> None:
     """Replace the text between the markers (inclusive); append the section if there are none."""
-    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
-    start, end = text.find(MARKER_START), text.find(MARKER_END)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(MARKER_END):]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    results.atomic_write_text(readme, text)
+    markdown.replace_between(readme, MARKER_START, MARKER_END, section)
 
 
 # ---------------------------------------------------------------- command line
@@ -431,10 +449,24 @@ def test_images(data_dir: str | None, log=print) -> dict[str, np.ndarray]:
     return {copy.name: arrays["test_images"].astype(np.float32) / 255.0}
 
 
+def variant_comparisons(with_variants: pd.DataFrame, results_dir: Path, root: Path, log=print) -> pd.DataFrame:
+    """variants.csv's rows: the variants with trials, and those the experiments under `root` plan."""
+    try:
+        plans = variant_summary.all_planned(root)
+    except (variants.VariantError, ValueError, OSError) as e:
+        log(f"warning: {e}; the planned variants are left out of the tables")
+        plans = []
+    if with_variants.empty:
+        return pd.DataFrame(columns=variant_summary.COLUMNS)
+    return variant_summary.comparisons(with_variants, results_dir, plans)
+
+
 def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str | None = None) -> int:
-    trials, problems = collect_trials(results_dir)
+    with_variants, problems = collect_trials(results_dir, with_variants=True)
     for problem in problems:
         log(f"warning: {problem}")
+    trials = (with_variants[with_variants.variant == ""].drop(columns="variant").reset_index(drop=True)
+              if not with_variants.empty else with_variants)
     ensembles = test_ensembles(trials, results_dir) if not trials.empty else {}
     summary = summarize_trials(trials, results_dir, ensembles) if not trials.empty else pd.DataFrame()
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -443,15 +475,29 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
     reference = load_reference()
     steps = step_comparisons(trials, reference, ensembles) if not trials.empty else pd.DataFrame(columns=STEP_COLUMNS)
     results.atomic_write_text(results_dir / "steps.csv", steps.to_csv(index=False, float_format="%.6g"))
+    root = readme.parent if readme is not None else results.REPO_ROOT  # where the experiments' folders are
+    variant_rows = variant_comparisons(with_variants, results_dir, root, log)
+    results.atomic_write_text(results_dir / "variants.csv", variant_rows.to_csv(index=False, float_format="%.6g"))
     written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {})
+    variant_plots = plots.write_variants(results_dir, with_variants)
+    for (data, _), path in sorted(variant_plots.items()):
+        if data in written:  # a data copy with recipes' trials: its plots are linked from the README
+            written[data].setdefault("variants", []).append(path)
     if readme is not None:
-        update_readme(readme, readme_section(summary, reference, plot_links(written, readme), results_dir, steps))
+        update_readme(readme, readme_section(summary, reference, plot_links(written, readme), results_dir, steps,
+                                             variant_rows))
+        links = {key: f"![{key[1]}: variants beside the recipe on {key[0]}]({_relative(path, root / key[1] / 'README.md')})"
+                 for key, path in variant_plots.items()}
+        variant_summary.update_experiment_readmes(root, variant_rows, links)
+    n_variants = len(variant_rows[variant_rows.trials > 0])
     n_experiments = summary["folder"].nunique() if not summary.empty else 0
     n_data = summary["data"].nunique() if not summary.empty else 0
     log(f"summarised {trials['path'].nunique() if not trials.empty else 0} trial(s) of "
         f"{n_experiments} experiment(s) on {n_data} data cop{'y' if n_data == 1 else 'ies'} -> "
         f"{results_dir / 'summary.csv'}"
-        + (f", {readme}" if readme else "") + (f"; {len(problems)} file(s) skipped" if problems else ""))
+        + (f", {readme}" if readme else "") + (f"; {n_variants} variant(s) -> {results_dir / 'variants.csv'}"
+                                               if n_variants else "")
+        + (f"; {len(problems)} file(s) skipped" if problems else ""))
     return 0
 
 

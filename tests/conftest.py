@@ -72,7 +72,7 @@ def tiny_name(tiny_data) -> str:
 
 def trial_path(results: Path, folder: str, trial: int = 0) -> Path:
     """The trial folder under results/<data name>/<folder>/: the one data copy the test ran on."""
-    matches = sorted(results.glob(f"*/{folder}/trial_{trial}"))
+    matches = sorted(results.glob(f"*/{folder}/**/trial_{trial}"))  # the recipe or a variant
     assert len(matches) == 1, f"expected one data copy with {folder}/trial_{trial} in {results}: {matches}"
     return matches[0]
 

@@ -119,7 +119,7 @@ def run(folder: Path, data_dir: Path, results_dir: Path, threads: int = 0) -> di
                             *(["--threads", str(threads)] if threads else [])])
     if code != 0:
         raise RuntimeError(f"{folder.name}: reference run exited with {code}")
-    record = json.loads(next(results_dir.glob(f"*/{folder.name}/trial_0/metrics.json")).read_text())
+    record = json.loads(next(results_dir.glob(f"*/{folder.name}/**/trial_0/metrics.json")).read_text())  # a variant
     return record["metrics"]
 
 

@@ -38,7 +38,7 @@ def test_smoke_run_reproduces_the_recorded_metrics(folder, tiny_data, tmp_path):
     is intended, re-record: python tests/regression.py --record (see tests/regression.py).
     """
     metrics = regression.run(folder, tiny_data, tmp_path)
-    record = json.loads(next(tmp_path.glob(f"*/{folder.name}/trial_0/metrics.json")).read_text())
+    record = json.loads(next(tmp_path.glob(f"*/{folder.name}/**/trial_0/metrics.json")).read_text())
     epochs = regression.smoke_args(folder)[regression.smoke_args(folder).index("--epochs") + 1]
     assert record["experiment"] == experiments.experiment_id(folder) and record["epochs_run"] == int(epochs)
     assert not regression.differences(folder, metrics)

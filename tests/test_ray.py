@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from common import run_all
 from conftest import REPO, run_script
 
 pytest.importorskip("ray")
@@ -59,9 +60,11 @@ def test_ray_gives_the_same_metrics_as_plain_run_all_and_the_driver_writes_the_f
 
     class Args:
         trials, epochs, data_dir, smoke = 2, None, "/data/on/the/workers", False
-    command = ray_backend.trial_command(type("T", (), {"folder": REPO / "exp002_conv", "index": 1})(), Args, 1)
-    assert command == ["exp002_conv/train.py", "--trial", "1", "--trials", "2", "--data-dir", "/data/on/the/workers",
-                       "--threads", "1"]  # no results directory: the worker picks a scratch one
+    trial = run_all.Trial(REPO / "exp002_conv", 1, 2, {"learning_rate": 0.01})  # a variant: its overrides go along
+    command = ray_backend.trial_command(trial, Args, 1)
+    assert command == ["exp002_conv/train.py", "--trial", "1", "--learning_rate", "0.01", "--trials", "2",
+                       "--data-dir", "/data/on/the/workers", "--threads", "1"]  # no results directory: the
+    # worker picks a scratch one
 
 
 def test_an_evaluation_only_trial_scores_its_bases_weights_on_ray_too(tiny_data, tmp_path):
@@ -80,17 +83,22 @@ def test_an_evaluation_only_trial_scores_its_bases_weights_on_ray_too(tiny_data,
 
 def test_a_failing_trial_is_reported_and_the_others_finish(tiny_data, tmp_path):
     results = tmp_path / "results"
-    # exp001 already has a trial with 1 epoch: a trial with 3 epochs may not join it, Ray or not.
+    # exp001 already has a trial of its recipe as it was before a change: a trial of the recipe as it
+    # is now may not join it, Ray or not.
     assert run_script(str(REPO / "exp001_simple_dense" / "train.py"), "--data-dir", str(tiny_data),
-                      "--results-dir", str(results), "--epochs", "1").returncode == 0
+                      "--results-dir", str(results), "--epochs", "3").returncode == 0
+    metrics = next(results.rglob("exp001_simple_dense/variants/epochs=3/trial_0/metrics.json"))
+    metrics.write_text(metrics.read_text().replace('"learning_rate": 0.001', '"learning_rate": 0.5'))
     before = metrics_by_trial(results)
     done = run_script("-m", "common.run_all", "--ray", "--only", "exp001", "exp002", "--trials", "2", "--epochs", "3",
                       "--data-dir", str(tiny_data), "--results-dir", str(results), cwd=REPO)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "FAIL  exp001_simple_dense trial 1" in done.stdout and "another config (epochs 1 -> 3)" in done.stdout
+    assert "FAIL  exp001_simple_dense/epochs=3 trial 1" in done.stdout
+    assert "another config (learning_rate 0.5 -> 0.001)" in done.stdout
     after = metrics_by_trial(results)
     assert {k: v for k, v in after.items() if k in before} == before  # the old trial untouched
-    assert sum("exp002_conv" in k for k in after) == 2 and not any("exp001_simple_dense/trial_1" in k for k in after)
+    assert sum("exp002_conv/variants/epochs=3" in k for k in after) == 2
+    assert not any("exp001_simple_dense/variants/epochs=3/trial_1" in k for k in after)
 
 
 def test_a_dead_worker_and_a_killed_train_py_are_both_retried(tiny_data, tmp_path):
@@ -126,7 +134,7 @@ def test_a_dead_worker_and_a_killed_train_py_are_both_retried(tiny_data, tmp_pat
     out = driver.communicate(timeout=300)[0]
     assert sorted(killed) == [0, 1], out
     assert driver.returncode == 0, out
-    assert "ok    exp001_simple_dense trial 0" in out and "ok    exp001_simple_dense trial 1" in out
+    assert "ok    exp001_simple_dense/epochs=25 trial 0" in out and "ok    exp001_simple_dense/epochs=25 trial 1" in out
     plain = run_script(str(REPO / "exp001_simple_dense" / "train.py"), "--data-dir", str(tiny_data), "--epochs", "25",
                        "--trials", "2", "--threads", "1", "--results-dir", str(tmp_path / "plain"), env=CPU_ONLY)
     assert plain.returncode == 0, plain.stdout + plain.stderr

@@ -73,10 +73,12 @@ def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
     done = run_script("-m", "common.summarize", "--results-dir", str(results), "--readme", str(readme), cwd=REPO)
     assert done.returncode == 0, done.stderr
     table = readme.read_text()
-    assert "| exp001 | 2 of 1 |" not in table  # more trials than the default is not "fewer"
-    assert "| exp001 | 2 |" in table and "| exp002 | 2 |" in table
-    summary = pd.read_csv(results / "summary.csv")
+    # Two epochs are not the recipe's 100: the runs are variants, tabled apart from the recipes (none here).
+    assert "| `exp001/epochs=2` | epochs 100 → 2 | 0, 2 |" in table and "| `exp002/epochs=2` |" in table
+    assert "_No finished trials of the recipes yet._" in table
+    summary = pd.read_csv(results / "variants.csv")
     assert set(summary.experiment) == {"exp001", "exp002"} and set(summary.trials) == {2}
+    assert set(summary.variant) == {"epochs=2"} and set(summary.recipe_trials) == {0}
 
 
 def test_help_works_from_any_directory(tmp_path):
@@ -121,25 +123,58 @@ def test_finished_trials_are_not_rerun(tiny_data, tmp_path, capsys):
     assert "3 already finished on" in out and "; trial 1/3 finished" in out
 
 
-def test_another_config_is_refused_unless_forced(tiny_data, tmp_path, capsys):
+def _recipe_changed_since(trial: Path, key: str, value) -> None:
+    """Make a finished trial look as if the recipe's CONFIG had held `value` for `key` when it ran."""
+    record = json.loads((trial / "metrics.json").read_text())
+    record["config"][key] = value
+    (trial / "metrics.json").write_text(json.dumps(record))
+
+
+def test_a_variant_is_filed_apart_and_leaves_the_recipes_trials_as_they_are(tiny_data, tmp_path, capsys):
     module = load_train_module(EXP001)
-    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path)]
-    assert module.main(args + ["--epochs", "1"]) == 0
-    assert module.main(args + ["--epochs", "2"]) == runner.EXIT_USAGE
-    assert "another config (epochs 1 -> 2)" in capsys.readouterr().err
-    assert module.main(args + ["--epochs", "2", "--force"]) == 0
-    assert read_metrics(tmp_path, "exp001_simple_dense")["epochs_run"] == 2
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1"]
+    assert module.main(args) == 0
+    first = trial_path(tmp_path, "exp001_simple_dense")
+    assert first.parent.name == "epochs=1" and first.parent.parent.name == "variants"
+    before = {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()}
+    capsys.readouterr()
+    # Another value, two keys (sorted in the name; 1e-2 written as 0.01), a value equal to the recipe's:
+    assert module.main(args + ["--learning_rate", "1e-2", "--patience", "5"]) == 0
+    assert "a variant, filed under" in capsys.readouterr().out
+    assert module.main(args[:4] + ["--epochs", "2"]) == 0
+    assert sorted(p.name for p in first.parent.parent.iterdir()) == ["epochs=1", "epochs=1,learning_rate=0.01",
+                                                                     "epochs=2"]
+    assert {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()} == before
+    record = read_metrics(tmp_path, "exp001_simple_dense/variants/epochs=1,learning_rate=0.01")
+    assert record["variant"] == "epochs=1,learning_rate=0.01" and record["config"]["learning_rate"] == 0.01
+    # A rerun of a variant resumes it like a recipe: its trial is finished, more trials add to it.
+    capsys.readouterr()
+    assert module.main(args + ["--learning_rate", "0.01", "--trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 trial(s), 1 already finished" in out and "trial 2/2 epoch" in out and "trial 1/2 epoch" not in out
+
+
+def test_a_recipe_changed_since_its_trials_ran_is_refused_unless_forced(tiny_data, tmp_path, capsys):
+    module = load_train_module(EXP001)
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--epochs", "1"]
+    assert module.main(args) == 0
+    _recipe_changed_since(trial_path(tmp_path, "exp001_simple_dense"), "learning_rate", 0.5)
+    assert module.main(args) == runner.EXIT_USAGE
+    assert "another config (learning_rate 0.5 -> 0.001): the recipe changed since" in capsys.readouterr().err
+    assert module.main(args + ["--force"]) == 0
+    assert read_metrics(tmp_path, "exp001_simple_dense")["config"]["learning_rate"] == 0.001
 
 
 def test_forced_trials_run_side_by_side_with_a_new_config(tiny_data, tmp_path, capsys):
     # run_all --force --jobs 2 starts trial 1 while trial 0 still holds the old config: no refusal.
     module = load_train_module(EXP001)
-    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--trials", "2"]
-    assert module.main(args + ["--epochs", "1"]) == 0
-    assert module.main(args + ["--epochs", "2", "--trial", "1"]) == runner.EXIT_USAGE
-    assert "trial_0 was run with another config (epochs 1 -> 2)" in capsys.readouterr().err
-    assert module.main(args + ["--epochs", "2", "--trial", "1", "--force"]) == 0
-    assert read_metrics(tmp_path, "exp001_simple_dense", 1)["epochs_run"] == 2
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--trials", "2", "--epochs", "1"]
+    assert module.main(args + ["--trial", "0"]) == 0
+    _recipe_changed_since(trial_path(tmp_path, "exp001_simple_dense"), "learning_rate", 0.5)
+    assert module.main(args + ["--trial", "1"]) == runner.EXIT_USAGE
+    assert "trial_0 was run with another config (learning_rate 0.5 -> 0.001)" in capsys.readouterr().err
+    assert module.main(args + ["--trial", "1", "--force"]) == 0
+    assert read_metrics(tmp_path, "exp001_simple_dense", 1)["config"]["learning_rate"] == 0.001
 
 
 def test_same_seed_same_metrics_and_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, capsys):
@@ -182,7 +217,7 @@ def test_same_seed_same_metrics_and_resume_continues_exactly(tiny_data, tmp_path
 
 def test_killed_process_resumes_from_its_last_epoch(tiny_data, tiny_name, tmp_path):
     """SIGKILL in the middle of training: nothing half-written, and the rerun picks up the checkpoint."""
-    trial = tmp_path / tiny_name / "exp001_simple_dense" / "trial_0"
+    trial = tmp_path / tiny_name / "exp001_simple_dense" / "variants" / "epochs=40,patience=40" / "trial_0"
     args = [str(EXP001), "--data-dir", str(tiny_data), "--results-dir", str(tmp_path),
             "--epochs", "40", "--patience", "40"]
     process = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -266,7 +301,7 @@ def test_trials_on_other_data_are_neither_finished_nor_touched(tiny_data, tmp_pa
     results = tmp_path / "results"
     args = ["--results-dir", str(results), "--epochs", "1"]
     assert module.main(["--data-dir", str(tiny_data), *args]) == 0
-    first = results / first_name / "exp001_simple_dense" / "trial_0" / "metrics.json"
+    first = results / first_name / "exp001_simple_dense" / "variants" / "epochs=1" / "trial_0" / "metrics.json"
     before = first.read_text()
     capsys.readouterr()
 
@@ -274,7 +309,8 @@ def test_trials_on_other_data_are_neither_finished_nor_touched(tiny_data, tmp_pa
     out = capsys.readouterr().out
     assert f"1 trial(s), 0 already finished on {other_name}" in out and "trial 1/1 epoch" in out
     assert first.read_text() == before
-    second = json.loads((results / other_name / "exp001_simple_dense" / "trial_0" / "metrics.json").read_text())
+    second = json.loads((results / other_name / "exp001_simple_dense" / "variants" / "epochs=1" / "trial_0"
+                         / "metrics.json").read_text())
     assert second["provenance"]["data"]["name"] == other_name
 
     # A rerun on either copy finds its own trial finished.
@@ -284,14 +320,13 @@ def test_trials_on_other_data_are_neither_finished_nor_touched(tiny_data, tmp_pa
     readme = tmp_path / "README.md"
     done = run_script("-m", "common.summarize", "--results-dir", str(results), "--readme", str(readme), cwd=REPO)
     assert done.returncode == 0, done.stderr
-    assert "on 2 data copies" in done.stdout
+    assert "2 variant(s)" in done.stdout
     text = readme.read_text()
     for name in (first_name, other_name):
-        section = text.split(f"### Our results on `{name}`")[1].split("### ")[0]
-        assert "| exp001 | 1 |" in section and f"Data `{name}`:" in section
-    summary = pd.read_csv(results / "summary.csv")
+        section = text.split(f"#### Variants on `{name}`")[1].split("### ")[0]
+        assert "| `exp001/epochs=1` | epochs 100 → 1 | 0, 1 |" in section
+    summary = pd.read_csv(results / "variants.csv")
     assert sorted(summary.data.unique()) == sorted([first_name, other_name])
-    assert not pd.read_csv(results / "trials.csv").path.str.startswith("/").any()  # no machine paths
 
 
 def _output_in_a_terminal(args: list[str]) -> str:
@@ -394,8 +429,8 @@ def test_rescore_adds_the_crossentropy_to_a_trial_from_before_it_from_its_kept_w
     assert "crossentropy" not in json.loads(paths[1].read_text())["metrics"]["test"]
     assert module.main(args + ["--rescore"]) == 0
     assert "nothing to add" in capsys.readouterr().out
-    assert module.main([*args[:4], "--trials", "2", "--rescore"]) == 2  # without the --epochs it ran with
-    assert "to rescore it, give the overrides it ran with" in capsys.readouterr().err
+    assert module.main([*args[:4], "--trials", "2", "--rescore"]) == 0  # without the --epochs: the recipe's
+    assert "trial 1/2: not finished; nothing to rescore" in capsys.readouterr().out
 
     # Weights that do not reproduce the recorded figures are not the trial's: refuse, write nothing.
     tampered = json.loads(paths[0].read_text())
@@ -494,7 +529,7 @@ def test_an_evaluation_only_experiment_scores_its_bases_kept_weights(tiny_data, 
     assert flip.main(other + ["--force"]) == 0
     out = capsys.readouterr().out
     assert "has not kept trained weights for this recipe; training them here" in out and "epoch   1/1" in out
-    assert "weights_from" not in read_metrics(tmp_path / "results", "exp902_flip")
+    assert "weights_from" not in read_metrics(tmp_path / "results", "exp902_flip/variants/epochs=1")
 
 
 def test_only_an_evaluation_change_with_the_same_code_reuses_weights(tmp_path):

@@ -28,7 +28,7 @@ def test_packs_only_the_trials_this_run_finished_and_merge_files_them(tiny_data,
     options = ["--only", "exp001", "--epochs", "1", "--data-dir", str(tiny_data)]
     first = timed_trials("5m", str(out), *options, "--trials", "1", results=results)
     assert first.returncode == 0, first.stdout + first.stderr
-    trial = f"results/{tiny_name}/exp001_simple_dense/trial_0"
+    trial = f"results/{tiny_name}/exp001_simple_dense/variants/epochs=1/trial_0"  # one epoch: a variant
     with tarfile.open(out / "trials.tar.gz") as archive:
         assert sorted(archive.getnames()) == [f"{trial}/history.csv", f"{trial}/metrics.json",
                                               f"{trial}/predictions.npz"]
@@ -39,7 +39,7 @@ def test_packs_only_the_trials_this_run_finished_and_merge_files_them(tiny_data,
     assert "1 to run, 1 done" in second.stdout
     with tarfile.open(out / "trials.tar.gz") as archive:
         assert {name.rsplit("/", 1)[0] for name in archive.getnames()} == {trial.replace("trial_0", "trial_1")}
-    assert (out / "run_all.out").read_text().count("ok    exp001_simple_dense trial 1") == 1
+    assert (out / "run_all.out").read_text().count("ok    exp001_simple_dense/epochs=1 trial 1") == 1
 
     # Back home, as the script's header says: unpack, then merge files the trial under its data.
     (tmp_path / "back").mkdir()
@@ -63,13 +63,13 @@ def test_pack_weights_carries_the_kept_weights_to_a_clone_that_has_the_trial(tin
     done = timed_trials("5m", str(out), "--only", "exp001", "--epochs", "1", "--trials", "1",
                         "--data-dir", str(tiny_data), results=results)
     assert done.returncode == 0, done.stdout + done.stderr
-    trial = f"results/{tiny_name}/exp001_simple_dense/trial_0"
+    trial = f"results/{tiny_name}/exp001_simple_dense/variants/epochs=1/trial_0"
     with tarfile.open(out / "trials.tar.gz") as archive:
         assert f"{trial}/model.weights.h5" in archive.getnames()
     subprocess.run(["tar", "xzf", str(out / "trials.tar.gz"), "-C", str(tmp_path)], check=True)
 
     home = tmp_path / "home"  # the clone: the committed files of the same trial, no weights
-    clone_trial = home / tiny_name / "exp001_simple_dense" / "trial_0"
+    clone_trial = home / tiny_name / "exp001_simple_dense" / "variants" / "epochs=1" / "trial_0"
     clone_trial.mkdir(parents=True)
     for name in ("metrics.json", "history.csv", "predictions.npz"):
         (clone_trial / name).write_bytes((tmp_path / trial / name).read_bytes())
@@ -94,7 +94,7 @@ def test_run_all_interrupted_keeps_the_running_trial_resumable(tiny_data, tmp_pa
     ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                preexec_fn=ignore_sigint)
-    pattern = "*/exp001_simple_dense/trial_0/checkpoint/state.json"
+    pattern = "*/exp001_simple_dense/variants/epochs=500/trial_0/checkpoint/state.json"
     deadline = time.time() + 240
     while not any(tmp_path.glob(pattern)) and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)  # until the trial has checkpointed its first epoch
@@ -103,8 +103,8 @@ def test_run_all_interrupted_keeps_the_running_trial_resumable(tiny_data, tmp_pa
     assert process.returncode == run_all.EXIT_INTERRUPTED, output
     state = json.loads(next(tmp_path.glob(pattern)).read_text())
     assert 1 <= state["epoch"] < 500
-    assert not list(tmp_path.glob("*/exp001_simple_dense/trial_0/metrics.json"))
+    assert not list(tmp_path.glob("*/exp001_simple_dense/variants/epochs=500/trial_0/metrics.json"))
     report = next(line for line in output.splitlines()  # the report's row, after the plan's
-                  if line.startswith("exp001_simple_dense") and line.endswith("interrupted"))
+                  if line.startswith("exp001_simple_dense/epochs=500") and line.endswith("interrupted"))
     minutes = float(report.split()[4])  # experiment, trials done, ran now, failed, minutes, error
     assert 0 <= minutes < 10, report  # the trial's own time, not a clock reading

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import io
 import json
+import re
 import math
 import subprocess
 import sys
@@ -136,34 +137,38 @@ def test_selection_run_resume_and_report(tiny_data, tmp_path):
             str(tmp_path), "--epochs", "1", "--trials", "2", "--jobs", "2"]
     done = run_script(*args, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.parent.name for p in tmp_path.glob("*/exp00*/trial_*/metrics.json")) == ["trial_0", "trial_0", "trial_1", "trial_1"]
+    # one epoch is not the recipe's 100: a variant of each, epochs=1
+    assert sorted(p.parent.name for p in tmp_path.glob("*/exp00*/variants/epochs=1/trial_*/metrics.json")) == [
+        "trial_0", "trial_0", "trial_1", "trial_1"]
     threads = json.loads((trial_path(tmp_path, "exp002_conv", 1) / "metrics.json").read_text())
     assert threads["provenance"]["hardware"]["threads"] >= 1
-    name = trial_path(tmp_path, "exp002_conv", 1).parts[-3]
-    assert (tmp_path / "summary.csv").exists() and (tmp_path / "plots" / name / "test_accuracy.png").exists()
+    name = trial_path(tmp_path, "exp002_conv", 1).parts[-5]
+    assert (tmp_path / "variants.csv").exists() and (tmp_path / "plots" / name / "variants" / "exp002_conv.png").exists()
     assert f"data: {name} (" in done.stdout
-    assert "exp002_conv         2/2        2       0" in done.stdout
+    assert re.search(r"exp002_conv/epochs=1 +2/2 +2 +0", done.stdout), done.stdout
     assert "[4/4 trials, 0:0" in done.stdout and "~0:00:00 left]" in done.stdout  # progress, plain lines
     again = run_script(*args, "--dry-run", cwd=REPO)
     assert "4 trial(s): 0 to run, 4 done" in again.stdout
 
 
 def test_one_failing_experiment_does_not_stop_the_others(tiny_data, tmp_path):
-    # exp001 already has a trial with another --epochs: its rerun refuses to mix them and fails.
+    # exp001 already has a trial of a recipe that has changed since: its rerun refuses to mix them and fails.
     assert run_script(str(REPO / "exp001_simple_dense" / "train.py"), "--data-dir", str(tiny_data),
-                      "--results-dir", str(tmp_path), "--epochs", "1").returncode == 0
+                      "--results-dir", str(tmp_path), "--epochs", "3").returncode == 0
+    metrics = trial_path(tmp_path, "exp001_simple_dense") / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"learning_rate": 0.001', '"learning_rate": 0.5'))
     done = run_script("-m", "common.run_all", "--only", "exp001", "exp002", "--data-dir", str(tiny_data),
                       "--results-dir", str(tmp_path), "--epochs", "3", "--trials", "2", cwd=REPO)
     assert done.returncode == run_all.EXIT_FAILED
-    assert "FAIL  exp001_simple_dense trial 1" in done.stderr + done.stdout
-    assert "another config (epochs 1 -> 3)" in done.stdout
+    assert "FAIL  exp001_simple_dense/epochs=3 trial 1" in done.stderr + done.stdout
+    assert "another config (learning_rate 0.5 -> 0.001)" in done.stdout
     assert "trial(s) failed" in done.stderr
     # the other trials ran all the same
     assert json.loads((trial_path(tmp_path, "exp002_conv", 1) / "metrics.json").read_text())["epochs_run"] == 3
 
 
 def test_a_locked_trial_is_left_to_its_owner(tiny_data, tiny_name, tmp_path):
-    lock = tmp_path / tiny_name / "exp001_simple_dense" / "trial_0" / ".lock"
+    lock = tmp_path / tiny_name / "exp001_simple_dense" / "variants" / "epochs=1" / "trial_0" / ".lock"
     lock.parent.mkdir(parents=True)
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # as a run in another process would
@@ -184,7 +189,7 @@ def test_two_runs_at_once_run_each_trial_once(tiny_data, tmp_path):
     log = (tmp_path / run_all.LOG_NAME).read_text()
     finished = [line for line in log.splitlines() if " done: test accuracy" in line]
     assert len(finished) == 3, log  # three trials, each trained by exactly one of the two runs
-    assert len(list(tmp_path.glob("*/exp001_simple_dense/trial_*/metrics.json"))) == 3
+    assert len(list(tmp_path.glob("*/exp001_simple_dense/variants/epochs=30/trial_*/metrics.json"))) == 3
 
 
 # ---------------------------------------------------------------- diff
