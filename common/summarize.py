@@ -5,9 +5,11 @@
 Reads results/<data name>/<experiment>/trial_<i>/metrics.json (never results/smoke/), writes
 results/trials.csv (one row per trial and split), results/summary.csv (one row per data,
 experiment and split: trials, loss and accuracy mean/std/min/max, std with ddof=1, and the mean
-plain cross-entropy where every trial recorded it) and the plots
-under results/plots/, then rewrites the part of README.md between the marker comments below,
-leaving the rest of the file untouched: one table per data, labelled with its name.
+plain cross-entropy where every trial recorded it), results/variants.csv (each variant against its
+recipe: common.variant_summary) and the plots under results/plots/, then rewrites the part of
+README.md between the marker comments below, leaving the rest of the file untouched: one table per
+data, labelled with its name; and each experiment README's variants section, between its markers.
+The recipes' files (trials.csv, summary.csv, steps.csv) hold the recipes' trials alone.
 A metrics.json that cannot be read is reported by name and skipped.
 """
 
@@ -475,8 +477,9 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
     reference = load_reference()
     steps = step_comparisons(trials, reference, ensembles) if not trials.empty else pd.DataFrame(columns=STEP_COLUMNS)
     results.atomic_write_text(results_dir / "steps.csv", steps.to_csv(index=False, float_format="%.6g"))
-    root = readme.parent if readme is not None else results.REPO_ROOT  # where the experiments' folders are
-    variant_rows = variant_comparisons(with_variants, results_dir, root, log)
+    # the variants the experiments plan are this repository's; their READMEs are those beside the README
+    variant_rows = variant_comparisons(with_variants, results_dir, results.REPO_ROOT, log)
+    root = readme.parent if readme is not None else results.REPO_ROOT
     results.atomic_write_text(results_dir / "variants.csv", variant_rows.to_csv(index=False, float_format="%.6g"))
     written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {})
     variant_plots = plots.write_variants(results_dir, with_variants)

@@ -146,7 +146,7 @@ def test_corrupt_or_half_written_file_is_named_and_skipped(results, tmp_path, co
 def test_no_results_yet(tmp_path):
     readme = tmp_path / "README.md"
     assert summarize.main(["--results-dir", str(tmp_path / "empty"), "--readme", str(readme)]) == 0
-    assert "No finished trials yet" in readme.read_text()
+    assert "No finished trials of the recipes yet" in readme.read_text()
 
 
 def test_test_time_flip_is_shown_in_the_table(results, tmp_path):
