@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from common import tensorflow_setup  # noqa: E402,F401  (quiets TensorFlow's start-up notices)
 from common import data as fmnist  # noqa: E402
-from common import experiments, results  # noqa: E402
+from common import experiments, flops, results  # noqa: E402
 from common.runner import UsageError  # noqa: E402
 from common.variants import parse_like  # noqa: E402
 
@@ -43,32 +43,7 @@ TRAIN_IMAGES = round(60_000 * (1 - fmnist.VALID_FRACTION))
 VALID_IMAGES = 60_000 - TRAIN_IMAGES
 
 
-def _layers(model):
-    """Every layer, nested models opened."""
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        else:
-            yield layer
-
-
-def forward_flops(model) -> int:
-    """Operations of one image's forward pass through the model's convolution and dense layers."""
-    import keras
-
-    total = 0
-    for layer in _layers(model):
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
-            out = layer.output.shape[1:]  # without the batch axis
-            kernel = layer.kernel.shape
-            if isinstance(layer, keras.layers.DepthwiseConv2D):  # (kh, kw, in, multiplier): one filter per output
-                per_output = kernel[0] * kernel[1]
-            else:  # Conv2D (kh, kw, in / groups, out) and Dense (in, out): the kernel's inputs per output
-                per_output = math.prod(kernel[:-1])
-            total += 2 * math.prod(out) * per_output
-    return total
+forward_flops = flops.forward_flops  # the tests and the table use it by this name
 
 
 def measured_epochs(results_dir: Path, data: str, folder: str) -> dict:
@@ -125,7 +100,7 @@ def cost_table(folders: list[Path], results_dir: Path, data: str, settings: list
         model = experiments.load_module(folder).build_model(
             {**config, "steps_per_epoch": math.ceil(TRAIN_IMAGES / config["batch_size"])})
         forward = forward_flops(model)
-        epoch = forward * (3 * TRAIN_IMAGES + VALID_IMAGES)
+        epoch = forward * (flops.TRAINING_PASSES * TRAIN_IMAGES + VALID_IMAGES)
         # An evaluation-only experiment scores its base's kept weights: no epochs of its own.
         epochs = 0 if experiments.trains_like_base(folder) else config["epochs"]
         # A variant never ran: the folder's epoch times are not its own.

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from common import augment, results, variants
+from common import augment, flops, results, variants
 from common import data as fmnist
 from common import experiments
 from common.experiments import RUNNER_DEFAULTS, config_difference
@@ -200,9 +200,45 @@ class Checkpoint:
 
 
 def _epoch_line(prefix: str, row: dict, epochs: int, best: bool) -> str:
+    speed = (f"  {row['images_per_second']:.0f} img/s" if row.get("images_per_second") else "") + (
+        f" {row['gflops_per_second']:.1f} GFLOP/s" if row.get("gflops_per_second") else "")
     return (f"{prefix} epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f} acc {row['accuracy']:.4f}"
             f"  val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}"
-            f"  {row['seconds']:.1f}s{'  *' if best else ''}")
+            f"  {row['seconds']:.1f}s{speed}{'  *' if best else ''}")
+
+
+class _TrainingClock:
+    """A Keras callback timing the training part of an epoch, validation left out."""
+
+    def __new__(cls):
+        import keras
+
+        class Clock(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start, self.seconds = time.perf_counter(), None
+
+            def on_test_begin(self, logs=None):  # validation starts: training is over for this epoch
+                if self.seconds is None:
+                    self.seconds = time.perf_counter() - self.start
+
+            def on_epoch_end(self, epoch, logs=None):
+                if self.seconds is None:  # no validation data
+                    self.seconds = time.perf_counter() - self.start
+
+        return Clock()
+
+
+def speed_figures(history: list[dict], forward: int | None) -> dict:
+    """The trial's median training speed over its epochs (those that recorded it), for metrics.json."""
+    images = [row["images_per_second"] for row in history if row.get("images_per_second")]
+    if not images:
+        return {}
+    median = float(np.median(images))
+    figures = {"images_per_second_median": round(median, 1)}
+    if forward:
+        figures.update(forward_flops_per_image=forward,
+                       gflops_per_second_median=round(flops.training_gflops_per_second(median, forward), 2))
+    return figures
 
 
 def _build(build_model: Callable[[dict], Any], config: dict, dataset: fmnist.FashionMNIST):
@@ -335,6 +371,11 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     if config["fix_seed"]:
         keras.utils.set_random_seed(seed)  # weight initialisation; the data order has its own seeds
     model = _build(build_model, config, dataset)
+    try:  # the operations one training image costs, for the speed in each epoch line
+        forward = flops.forward_flops(model)
+    except (AttributeError, ValueError):  # a layer whose output shape is not known before training
+        forward = None
+    clock = _TrainingClock()
     if state:
         checkpoint.restore(model, state["weights"])
         log(f"{label}: resuming after epoch {state['epoch']} (best so far: epoch {state['best_epoch']})")
@@ -353,11 +394,16 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         train_ds = pipeline.train_dataset(dataset.x_train, dataset.y_train, config,
                                           pipeline.epoch_seed(seed, epoch))
         # In a terminal, Keras' progress bar within the epoch; in a log file or pipe, only our line.
-        logs = model.fit(train_ds, validation_data=valid_ds, epochs=1, shuffle=False,
+        logs = model.fit(train_ds, validation_data=valid_ds, epochs=1, shuffle=False, callbacks=[clock],
                          verbose=1 if sys.stdout.isatty() else 0).history
         row = {"epoch": epoch, **{k: float(v[-1]) for k, v in logs.items()},
                "learning_rate": float(model.optimizer.learning_rate.numpy()),
-               "seconds": round(time.perf_counter() - start, 2)}
+               "seconds": round(time.perf_counter() - start, 2),
+               # training images a second (validation left out) and the counted operations' rate
+               "train_seconds": round(clock.seconds, 2),
+               "images_per_second": round(len(dataset.y_train) / max(clock.seconds, 1e-9), 1)}
+        if forward:
+            row["gflops_per_second"] = round(flops.training_gflops_per_second(row["images_per_second"], forward), 2)
         if not all(math.isfinite(row[k]) for k in ("loss", "val_loss")):
             raise TrainingDiverged(f"{label}: the loss became {row['loss']} (valid {row['val_loss']}) "
                                    f"at epoch {epoch}; lower the learning rate or check the model")
@@ -387,6 +433,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         "wall_seconds": round(state["wall_seconds"], 1), "sittings": state["sittings"],
         "started_at": state["started_at"], "finished_at": results.now_iso(),
         "parameters": int(model.count_params()),
+        "speed": speed_figures(state["history"], forward),
     }
     # In the trial's folder only now: an unfinished trial leaves nothing there that looks like a result.
     results.atomic_write_text(directory / results.HISTORY_FILE, history_csv(state["history"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,19 @@ def test_exp001_and_exp002_end_to_end(tmp_path, tiny_data):
     # Without label smoothing or an L2 penalty, Keras' loss is the plain cross-entropy recorded beside it.
     for split, scores in record["metrics"].items():
         assert scores["crossentropy"] == pytest.approx(scores["loss"], rel=1e-4), split
+
+    # The speed of each epoch: training images a second and the counted operations' rate, in the line,
+    # history.csv and the record's medians. exp001's forward pass by hand: Dense(128) on 784 pixels and
+    # Dense(10) on 128, two operations a multiply-add; three passes a training image.
+    assert re.search(r"epoch   2/2 .* \d+ img/s [\d.]+ GFLOP/s", done.stdout), done.stdout
+    first = read_metrics(results, "exp001_simple_dense")
+    history = pd.read_csv(trial_path(results, "exp001_simple_dense") / "history.csv")
+    assert (history.train_seconds <= history.seconds).all() and (history.images_per_second > 0).all()
+    speed = first["speed"]
+    assert speed["forward_flops_per_image"] == 2 * 784 * 128 + 2 * 128 * 10
+    assert speed["images_per_second_median"] == pytest.approx(history.images_per_second.median(), abs=0.1)
+    assert speed["gflops_per_second_median"] == pytest.approx(
+        speed["images_per_second_median"] * 3 * speed["forward_flops_per_image"] / 1e9, abs=0.01)
 
     readme = tmp_path / "README.md"
     done = run_script("-m", "common.summarize", "--results-dir", str(results), "--readme", str(readme), cwd=REPO)
