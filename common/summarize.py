@@ -287,7 +287,8 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
             "Welch's t-test where both have 2+ trials, else whether ours lies inside the log's min–max; "
             "it sees the trial-to-trial spread only, not that the two test sets differ (4,443 of the "
             "official images here against all 10,000: about 0.004 of sampling error).",
-            remaining_compute(group, name, running_epoch_seconds(results_dir, name) if results_dir else None),
+            remaining_compute(group, name, running_epoch_seconds(results_dir, name) if results_dir else None)
+            + planned_compute(group, my_variants),
             *([f"#### Step by step on `{name}`",
                "Each experiment against its base (`results/steps.csv`; `python -m common.diff BASE EXP` for "
                "one step in full). *Test acc. Δ*: the change of the mean over trials, with Welch's t-test "
@@ -319,6 +320,18 @@ def running_epoch_seconds(results_dir: Path, data: str) -> dict[str, float]:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a checkpoint being written or of older code: no estimate from it
     return {folder: float(np.median(values)) for folder, values in seconds.items() if values}
+
+
+def planned_compute(summary: pd.DataFrame, variant_rows: pd.DataFrame) -> str:
+    """The trial-hours the planned variants still need on this data, at their recipes' trial times."""
+    if variant_rows.empty:
+        return ""
+    minutes = summary[summary.split == "test"].set_index("folder").trial_minutes
+    missing = (variant_rows.planned_trials.fillna(0) - variant_rows.trials).clip(lower=0)
+    hours = float((missing * variant_rows.folder.map(minutes).fillna(0)).sum() / 60)
+    count = int(missing.sum())
+    return (f" The variants the experiments plan (`variants.txt`) lack {count} trial(s) here: about {hours:.0f} "
+            f"trial-hours at their recipes' median trial times.") if count else ""
 
 
 def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str, float] | None = None,

@@ -179,6 +179,8 @@ def test_the_variant_table_against_hand_computed_counts_and_p_values(tmp_path):
     assert (f"| `exp104/l2=0.01` | l2 0.001 → 0.01 | 3, 2 of 3 | +0.0167 | 0.9350±0.0212, 0.9200–0.9500 | "
             f"+0.0217, p={welch:.2g} | 2 a side: 0.7000 → 0.8500, 4/1, p=0.38 |") in text
     assert "| `exp104/l2_layers=conv` |" in text and "not run yet" in text
+    # still to run: exp104's plan of 11 trials less the 2 here (3 of l2=0.01, 3 of l2_layers=conv, 5 of one)
+    assert "The variants the experiments plan (`variants.txt`) lack 9 trial(s) here" in text
     assert (tmp_path / "plots" / "data-ffffffff" / "variants" / f"{folder}.png").exists()
 
 
