@@ -521,3 +521,50 @@ def test_precision_benchmark_times_each_variant_of_an_experiments_own_model():
     assert all(float(row[1]) > 0 for row in rows.values())  # milliseconds per batch
     done = run_script(str(REPO / "benchmarks" / "precision.py"), "--experiment", "exp999")
     assert done.returncode == 2 and "error: no experiment 'exp999'" in done.stderr
+
+
+# ---------------------------------------------------------------- common.new
+
+def test_new_starts_an_experiment_whose_diff_shows_only_its_declarations(tmp_path, capsys):
+    from common import diff, experiments, new
+
+    for name in ("exp205_sgd_weight_decay", "exp206_longer_schedule"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.py").write_text((REPO / name / "train.py").read_text())
+    target = new.create("exp208", "exp206", "Wider ResNet: widths 96, 192, 384", root=tmp_path)
+    assert target.name == "exp208_wider_resnet_widths"
+    definition = experiments.read_definition(target)
+    assert (definition.experiment, definition.base, definition.explanation) == (
+        "exp208", "exp206", "Wider ResNet: widths 96, 192, 384")
+    assert definition.config == experiments.read_definition(tmp_path / "exp206_longer_schedule").config
+    changed = [line for line in diff.code_diff(tmp_path / "exp206_longer_schedule", target, colour=False)
+               if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert len(changed) == 12 and all(  # three docstring lines and three declarations, out and in
+        line[1:].startswith(('"""exp20', "Change from", "Run: python", "EXPERIMENT =", "BASE =", "EXPLANATION ="))
+        for line in changed)
+    assert '+EXPERIMENT = "exp208"' in changed and '+BASE = "exp206"' in changed
+    assert diff.config_diff(diff.Side(tmp_path / "exp206_longer_schedule"), diff.Side(target)).empty
+    readme = (target / "README.md").read_text()
+    assert readme.startswith("# exp208: Wider ResNet") and "**Change from exp206**" in readme
+    assert variant_summary_markers(readme)
+    # the model of the base, built from the new file: it runs as its base does
+    module = experiments.load_module(target)
+    assert module.EXPERIMENT == "exp208" and callable(module.build_model)
+
+    for args, message in (
+            (("exp208", "exp206", "again"), "exp208 exists already (exp208_wider_resnet_widths)"),
+            (("exp206_other", "exp205", "x"), "exp206 exists already"),
+            (("exp209", "exp999", "x"), "--from: no experiment 'exp999'"),
+            (("208", "exp206", "x"), "'208' is not an experiment id")):
+        with pytest.raises(new.NewError, match=re.escape(message)):
+            new.create(*args, root=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp205_sgd_weight_decay", "exp206_longer_schedule",
+                                                           "exp208_wider_resnet_widths"]
+    done = run_script("-m", "common.new", "exp001", "--from", "exp002", "x", cwd=REPO)
+    assert done.returncode == 2 and "error: exp001 exists already" in done.stderr
+
+
+def variant_summary_markers(text: str) -> bool:
+    from common import variant_summary
+
+    return variant_summary.MARKER_START in text and variant_summary.MARKER_END in text
