@@ -12,7 +12,8 @@ epoch is the 54,000 training and 6,000 valid images, and a trial its planned epo
 can end it sooner). Beside the count: the seconds per epoch of the finished trials under
 results/<data>/ (median over their epochs, the first left out for tracing), with the CPU and threads
 they ran on, and the operations per second that makes; where the trials ran on several machines,
-the figures are the fastest one's and `ran on` gives each machine's median seconds an epoch. With --device-tflops R, the minutes a trial
+the figures are the fastest one's and `ran on` gives each machine's median seconds an epoch. With
+--device-tflops R, the minutes a trial
 would take at a sustained R TFLOP/s: an assumption you give, not a measurement (small nets at batch
 128 reach a small fraction of a GPU's peak; the input pipeline may bound them first).
 

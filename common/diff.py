@@ -176,7 +176,8 @@ def render(a: Side | Path, b: Side | Path, results_dir: Path, markdown: bool, co
     out.append("")
     for letter, one, definition in (("A", a, definition_a), ("B", b, definition_b)):
         what = f"a variant of {one.folder.name}; " if one.variant else ""
-        out.append(f"{'- ' if markdown else ''}{letter}: {one.label} ({what}base {definition.base}): {definition.explanation}")
+        out.append(f"{'- ' if markdown else ''}{letter}: {one.label} ({what}base {definition.base}): "
+                   f"{definition.explanation}")
 
     heading("Code: train.py")
     lines = code_diff(a.folder, b.folder, colour and not markdown)

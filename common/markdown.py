@@ -14,7 +14,8 @@ def table(frame: pd.DataFrame) -> str:
     def cell(value) -> str:
         return str(value).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |", "|" + "|".join(":---" for _ in frame.columns) + "|"]
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |",
+             "|" + "|".join(":---" for _ in frame.columns) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 

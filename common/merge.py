@@ -38,7 +38,8 @@ def finished_trials(source: Path) -> list[tuple[Path, str, str]]:
             relative = path.relative_to(source)
             if relative.parts[0] in (results.SMOKE_SUBDIR, results.PLOTS_SUBDIR):
                 continue
-            _, folder, variant = results.trial_location(relative) if len(relative.parts) > 3 else ("", relative.parts[0], "")
+            old_layout = len(relative.parts) == 3  # <folder>/trial_<i>/metrics.json
+            _, folder, variant = ("", relative.parts[0], "") if old_layout else results.trial_location(relative)
             if experiments.FOLDER_PATTERN.match(folder):
                 found.append((path, folder, variant))
     return found

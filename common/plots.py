@@ -59,7 +59,8 @@ def test_accuracy(trials: pd.DataFrame, reference: pd.DataFrame, path: Path, dat
             if ref.acc_min.notna().all():  # the log's 10-trial rows: show its spread as well
                 ax.vlines([x + 0.3], ref.acc_min, ref.acc_max, color="tab:red", linewidth=1, zorder=4)
             marked_reference = True
-    ax.set_xticks(range(len(order)), order, rotation=45 if len(order) > 10 else 0, ha="right" if len(order) > 10 else "center")
+    many = len(order) > 10
+    ax.set_xticks(range(len(order)), order, rotation=45 if many else 0, ha="right" if many else "center")
     ax.set_xlim(-0.6, len(order) - 0.4)
     ax.set_xlabel("experiment")
     ax.set_ylabel("test accuracy")

@@ -50,7 +50,8 @@ def render(folder: Path, data_dir: str | None, out: Path, draws: int, seed: int)
     config = experiments.read_definition(folder).effective_config()
     augment_batch = augment.augmenter(config)
     if augment_batch is None:
-        raise ValueError(f"{folder.name} configures no augmentation (zoom_range, crop_padding, flip_prob, erase_prob, mixup_alpha)")
+        raise ValueError(f"{folder.name} configures no augmentation (zoom_range, crop_padding, flip_prob, "
+                         f"erase_prob, mixup_alpha)")
     dataset = fmnist.load(data_dir, smoke=True)
     chosen = one_per_class(dataset.y_train)
     images = dataset.x_train[chosen]

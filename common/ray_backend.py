@@ -8,7 +8,8 @@ filesystem. A task runs the trial's train.py as a fresh process in a scratch fol
 (so TensorFlow's GPU memory is freed when the trial ends), then sends the trial's files back, with
 the weights it kept; the driver checks that the trial ran on the data it expects and with the recipe
 of the trials already there, and writes the files atomically into
-results/<data name>/<experiment>/trial_<i>/, metrics.json last. A worker that dies mid-trial (killed, out of memory, a lost node) has its trial retried
+results/<data name>/<experiment>/trial_<i>/, metrics.json last. A worker that dies mid-trial (killed,
+out of memory, a lost node) has its trial retried
 from the start with the same seed, `--retries` times (default 2), and so does a trial whose train.py
 process is ended by a signal (a negative return code, or 128+N as a shell reports it): the OOM killer
 picks the largest process, which is train.py, not the Ray worker. A train.py that exits with its own
@@ -169,8 +170,9 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
     in_flight, interrupted = {}, False
     waiting = deque(todo)
     with open(log_path, "a") as log, contextlib.ExitStack() as locks:
+        resources = ray.cluster_resources()
         log.write(f"\n=== run_all --ray started {results.now_iso()}: {len(todo)} trial(s), "
-                  f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs ===\n")
+                  f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs ===\n")
 
         def submit(trial) -> None:
             directory = trial.directory(args.results_dir, copy.name, args.smoke)

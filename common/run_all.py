@@ -232,12 +232,12 @@ class Progress:
         self.ended += 1
         self.bar.update(1)
         if trial.returncode == 0 and not trial.error:
-            done = next((l for l in reversed(trial.tail) if " done: " in l or "another process" in l), "")
+            done = next((line for line in reversed(trial.tail) if " done: " in line or "another process" in line), "")
             self.bar.write(f"ok    {trial.name}: {done.split(' done: ')[-1] if done else 'nothing to do'} "
                            f"{self.counts()}")
         else:
             if not trial.error:
-                errors = [l for l in trial.tail if l.startswith("error:") or "Error" in l]
+                errors = [line for line in trial.tail if line.startswith("error:") or "Error" in line]
                 trial.error = errors[-1] if errors else (trial.tail[-1] if trial.tail else "no output")
             self.bar.write(f"FAIL  {trial.name} (exit {trial.returncode}): {trial.error} {self.counts()}")
 
@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = []
     for stage in stages:  # one queue, stage after stage
         queued = set(todo)
-        stage_todo = [t for t in trials if t.folder in stage and t.state in ("pending", "resumable") and t not in queued]
+        stage_todo = [t for t in trials
+                      if t.folder in stage and t.state in ("pending", "resumable") and t not in queued]
         if args.round_robin:
             stage_todo.sort(key=lambda t: t.index)  # stable: experiment order within each round
         todo += stage_todo

@@ -591,8 +591,9 @@ def _run(folder, experiment, base, explanation, default_config, config, override
         + (f"; trial {args.trial + 1}/{config['trials']} " + ("to run" if pending else "finished")
            if args.trial is not None else "")
         + (f", overrides {overrides}" if overrides else "")
-        + (f"; a variant, filed under {results.experiment_dir(results_dir, copy.name, folder, args.smoke, variant_name)}"
-           if variant else "") + (" [smoke]" if args.smoke else ""))
+        + (f"; a variant, filed under "
+           f"{results.experiment_dir(results_dir, copy.name, folder, args.smoke, variant_name)}" if variant else "")
+        + (" [smoke]" if args.smoke else ""))
     if not pending:
         return EXIT_OK
 

@@ -255,7 +255,8 @@ def steps_table(steps: pd.DataFrame) -> str:
     rows = []
     for step in steps.itertuples(index=False):
         paired = ("–" if pd.isna(step.mcnemar_p) else
-                  f"{step.ensemble_base:.4f} → {step.ensemble:.4f}, {int(step.fixed)}/{int(step.broken)}{_p(step.mcnemar_p)}")
+                  f"{step.ensemble_base:.4f} → {step.ensemble:.4f}, {int(step.fixed)}/{int(step.broken)}"
+                  f"{_p(step.mcnemar_p)}")
         rows.append({"Step": step.step, "Change": step.change, "Trials": f"{step.trials_base} → {step.trials}",
                      "Test acc. Δ, Welch p": f"{step.test_delta:+.4f}{_p(step.welch_p)}",
                      "Ensembles: test acc., fixed/broken, McNemar p": paired,
@@ -349,7 +350,8 @@ def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str,
     rows = summary[summary.split == "test"].set_index("folder")
     epoch_seconds = dict(epoch_seconds or {})
     for folder, row in rows.iterrows():  # finished trials: their wall time over the epochs they ran
-        epoch_seconds.setdefault(folder, row.trial_minutes * 60 / max(1.0, (row.epochs_run_min + row.epochs_run_max) / 2))
+        epochs_run = max(1.0, (row.epochs_run_min + row.epochs_run_max) / 2)
+        epoch_seconds.setdefault(folder, row.trial_minutes * 60 / epochs_run)
     typical_epochs = float(((rows.epochs_run_min + rows.epochs_run_max) / 2).median()) if len(rows) else math.inf
     hours, from_epochs, from_base, evaluation_only, unknown = 0.0, [], {}, [], []
     for folder in experiments.all_folders() if folders is None else folders:
@@ -380,7 +382,8 @@ def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str,
     text = (f"*Still to run on `{data}`* to reach every experiment's own trial count: about {hours:.0f} "
             f"trial-hours (median wall time of each experiment's finished trials as they ran here"
             + (f"; for {', '.join(from_epochs)}, the epoch time of a running trial" if from_epochs else "")
-            + "".join(f"; for {', '.join(ids)}, not run yet, the epoch time of {base}" for base, ids in from_base.items())
+            + "".join(f"; for {', '.join(ids)}, not run yet, the epoch time of {base}"
+                      for base, ids in from_base.items())
             + ("; times the epochs a trial will likely run: where early stopping ends it, the share of "
                "its epochs that its nearest finished base ran" if from_epochs or from_base else "")
             + f"; two trials side by side on two cores take about {hours / 2:.0f} hours)")
@@ -502,8 +505,9 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
     if readme is not None:
         update_readme(readme, readme_section(summary, reference, plot_links(written, readme), results_dir, steps,
                                              variant_rows))
-        links = {key: f"![{key[1]}: variants beside the recipe on {key[0]}]({_relative(path, root / key[1] / 'README.md')})"
-                 for key, path in variant_plots.items()}
+        links = {(data, folder): f"![{folder}: variants beside the recipe on {data}]"
+                                 f"({_relative(path, root / folder / 'README.md')})"
+                 for (data, folder), path in variant_plots.items()}
         variant_summary.update_experiment_readmes(root, variant_rows, links)
     n_variants = len(variant_rows[variant_rows.trials > 0])
     n_experiments = summary["folder"].nunique() if not summary.empty else 0

@@ -123,10 +123,11 @@ def comparisons(trials: pd.DataFrame, results_dir: Path, plans: list[Planned] | 
     for plan in plans or []:
         for data in sorted(set(recipes[recipes.folder == plan.folder.name].data)):
             if (data, plan.folder.name, plan.name) not in found:
+                recipe = recipes[(recipes.data == data) & (recipes.folder == plan.folder.name)]
                 rows.append({"data": data, "experiment": experiments.experiment_id(plan.folder),
-                             "folder": plan.folder.name, "variant": plan.name, "change": change(plan.folder.name, plan.name),
-                             "trials": 0, "recipe_trials": recipes[(recipes.data == data)
-                                                                   & (recipes.folder == plan.folder.name)].trial.nunique()})
+                             "folder": plan.folder.name, "variant": plan.name,
+                             "change": change(plan.folder.name, plan.name), "trials": 0,
+                             "recipe_trials": recipe.trial.nunique()})
     table = pd.DataFrame(rows, columns=COLUMNS)
     notes = {(p.folder.name, p.name): (p.trials, p.why) for p in plans or []}
     table["planned_trials"] = [notes.get((f, v), (np.nan, ""))[0] for f, v in zip(table.folder, table.variant)]
@@ -210,7 +211,8 @@ def experiment_section(folder: str, variant_rows: pd.DataFrame, plot_links: dict
     return "\n\n".join(parts + [MARKER_END])
 
 
-def update_experiment_readmes(root: Path, variant_rows: pd.DataFrame, plot_links: dict[tuple[str, str], str]) -> list[Path]:
+def update_experiment_readmes(root: Path, variant_rows: pd.DataFrame,
+                              plot_links: dict[tuple[str, str], str]) -> list[Path]:
     """Rewrite the variants section of each experiment README under `root` that has variants or the
     markers (one that has neither is left alone); returns the READMEs written."""
     written = []

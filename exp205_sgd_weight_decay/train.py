@@ -1,6 +1,7 @@
 """exp205: SGD with momentum and weight decay instead of Adam.
 
-Change from exp204: the optimizer, SGD with Nesterov momentum 0.9 and weight decay 5e-4, peak learning rate 0.1, same cosine decay.
+Change from exp204: the optimizer, SGD with Nesterov momentum 0.9 and weight decay 5e-4, peak learning
+rate 0.1, same cosine decay.
 Run: python exp205_sgd_weight_decay/train.py --help
 """
 

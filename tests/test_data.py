@@ -133,7 +133,8 @@ def test_keras_download_failure_says_how_to_use_a_local_copy(monkeypatch, tmp_pa
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty cache
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    with pytest.raises(data.DataError, match="could not download.*network unreachable.*--data-dir DIR or FASHION_MNIST_DIR"):
+    with pytest.raises(data.DataError,
+                       match="could not download.*network unreachable.*--data-dir DIR or FASHION_MNIST_DIR"):
         data.load(None)
 
 

@@ -35,8 +35,13 @@ def test_predictions_round_trip_within_the_quantisation(tmp_path):
 def test_ensemble_averages_probabilities(tmp_path):
     # Image 0 (class 0): trial a says class 1 (0.55 against 0.45), b and c say class 0 (0.7 against 0.3);
     # the average, (0.45 + 0.7 + 0.7) / 3 = 0.617 for class 0, picks class 0.
-    a = np.zeros((20, 10)); a[np.arange(20), LABELS] = 1.0; a[0] = 0; a[0, 1], a[0, 0] = 0.55, 0.45
-    b = a.copy(); b[0] = 0; b[0, 0], b[0, 1] = 0.7, 0.3
+    a = np.zeros((20, 10))
+    a[np.arange(20), LABELS] = 1.0
+    a[0] = 0
+    a[0, 1], a[0, 0] = 0.55, 0.45
+    b = a.copy()
+    b[0] = 0
+    b[0, 0], b[0, 1] = 0.7, 0.3
     c = b.copy()
     trials = [stored(tmp_path, x, name=f"{i}.npz") for i, x in enumerate((a, b, c))]
     assert [t.correct[0] for t in trials] == [False, True, True]

@@ -1,4 +1,5 @@
-"""run_all on a local Ray: same metrics as without Ray at the same threads, failures reported, dead workers and killed trials retried."""
+"""run_all on a local Ray: same metrics as without Ray at the same threads, failures reported, dead workers
+and killed trials retried."""
 
 from __future__ import annotations
 

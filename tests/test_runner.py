@@ -137,7 +137,7 @@ def test_finished_trials_are_not_rerun(tiny_data, tmp_path, capsys):
     assert "3 already finished on" in out and "; trial 1/3 finished" in out
 
 
-def _recipe_changed_since(trial: Path, key: str, value) -> None:
+def _recipe_changed_since(trial, key: str, value) -> None:
     """Make a finished trial look as if the recipe's CONFIG had held `value` for `key` when it ran."""
     record = json.loads((trial / "metrics.json").read_text())
     record["config"][key] = value

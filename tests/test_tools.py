@@ -143,7 +143,8 @@ def test_selection_run_resume_and_report(tiny_data, tmp_path):
     threads = json.loads((trial_path(tmp_path, "exp002_conv", 1) / "metrics.json").read_text())
     assert threads["provenance"]["hardware"]["threads"] >= 1
     name = trial_path(tmp_path, "exp002_conv", 1).parts[-5]
-    assert (tmp_path / "variants.csv").exists() and (tmp_path / "plots" / name / "variants" / "exp002_conv.png").exists()
+    assert (tmp_path / "variants.csv").exists()
+    assert (tmp_path / "plots" / name / "variants" / "exp002_conv.png").exists()
     assert f"data: {name} (" in done.stdout
     assert re.search(r"exp002_conv/epochs=1 +2/2 +2 +0", done.stdout), done.stdout
     assert "[4/4 trials, 0:0" in done.stdout and "~0:00:00 left]" in done.stdout  # progress, plain lines
@@ -272,7 +273,8 @@ def test_diff_tests_no_loss_that_measures_something_else(tmp_path, capsys):
     assert "The crossentropy rows (against the true classes, on both sides) compare." in capsys.readouterr().out
     # same loss on both sides (L2 on both): tested as before, no note
     assert diff.loss_definition({"l2": 1e-3}) == "the cross-entropy plus the L2 penalty (0.001 x the squared weights)"
-    assert diff.loss_definition({"label_smoothing": 0.1, "test_time_flip": True}).startswith("the plain cross-entropy of")
+    flipped = diff.loss_definition({"label_smoothing": 0.1, "test_time_flip": True})
+    assert flipped.startswith("the plain cross-entropy of")
 
 
 def test_diff_markdown_and_no_results(tmp_path):
@@ -344,7 +346,8 @@ def test_merge_files_old_layout_trials_by_data_without_machine_paths(tmp_path, c
 
     results = tmp_path / "results"
     old = record("exp001", "exp001_simple_dense", 0, 0.88)
-    old["provenance"]["data"] = {"source": "idx:/home/someone/fashion-mnist", "fingerprint": "a60bdaaf00013063" + "0" * 48,
+    old["provenance"]["data"] = {"source": "idx:/home/someone/fashion-mnist",
+                                 "fingerprint": "a60bdaaf00013063" + "0" * 48,
                                  "description": "offline stand-in copy (genuine images, not the official test split)"}
     legacy = results / "exp001_simple_dense" / "trial_0"
     legacy.mkdir(parents=True)

@@ -96,7 +96,8 @@ def test_a_sweep_runs_the_grid_beside_an_untouched_recipe_and_resumes(tiny_data,
     for path, content in finished.items():
         assert path.read_bytes() == content  # the finished half was not run again
     assert {p.name: p.read_bytes() for p in recipe.iterdir() if p.is_file()} == before  # nor the recipe touched
-    record = json.loads((recipe.parent / "variants" / "batch_size=16,epochs=1" / "trial_0" / "metrics.json").read_text())
+    trial = recipe.parent / "variants" / "batch_size=16,epochs=1" / "trial_0"
+    record = json.loads((trial / "metrics.json").read_text())
     assert record["config"]["batch_size"] == 16 and record["config"]["learning_rate"] == 0.001
     assert record["variant"] == "batch_size=16,epochs=1"
     table = pd.read_csv(tmp_path / "variants.csv")  # summarised at the end of the run
