@@ -30,6 +30,7 @@ import pandas as pd
 
 from common import data as fmnist
 from common import experiments, predictions, results, stats, summarize, variants
+from common.markdown import table as markdown_table
 from common.data import CLASS_NAMES
 
 ALPHA = 0.05
@@ -160,7 +161,7 @@ def paired_comparison(trials: pd.DataFrame, a: str, b: str, results_dir: Path, m
                 f"A {predictions.calibration_error(ens_a.probabilities.max(axis=1), ens_a.correct):.4f}, "
                 f"B {predictions.calibration_error(ens_b.probabilities.max(axis=1), ens_b.correct):.4f}.",
             "", "Test accuracy per class:", "",
-            summarize.markdown_table(per_class) if markdown else per_class.to_string(index=False)]
+            markdown_table(per_class) if markdown else per_class.to_string(index=False)]
 
 
 def render(a: Side | Path, b: Side | Path, results_dir: Path, markdown: bool, colour: bool,
@@ -186,7 +187,7 @@ def render(a: Side | Path, b: Side | Path, results_dir: Path, markdown: bool, co
     heading("Config")
     table = config_diff(a, b)
     out.append("(identical)" if table.empty else
-               summarize.markdown_table(table) if markdown else table.to_string(index=False))
+               markdown_table(table) if markdown else table.to_string(index=False))
     for one, other in ((a, b), (b, a)):
         if variants.weights_source(one.folder, one.variant) == (other.folder, variants.name(other.variant)):
             out.extend(["", f"{one.label} trains exactly what {other.label} trains (they differ in evaluation "
@@ -214,7 +215,7 @@ def render(a: Side | Path, b: Side | Path, results_dir: Path, markdown: bool, co
             out.append(f"No results on {name} for {' and '.join(missing)}: nothing to compare.")
         else:
             table = metrics_comparison(on_data, a.label, b.label, loss_a == loss_b)
-            out.append(summarize.markdown_table(table) if markdown else table.to_string(index=False))
+            out.append(markdown_table(table) if markdown else table.to_string(index=False))
             if loss_a != loss_b:
                 out.extend(["", f"The loss rows measure different things: A's loss is {loss_a}, B's {loss_b}. "
                                 + ("The crossentropy rows (against the true classes, on both sides) compare."

@@ -141,8 +141,12 @@ def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_
     # weights that the same trial of what trains alike keeps (variants.weights_source): where that trial
     # is still to run, here or in another process, wait for it rather than train the same weights twice.
     to_run = {(t.folder, t.variant_name, t.index): t for t in trials if t.state in ("pending", "resumable", "locked")}
+    sources = {}  # (folder, variant name): its weights' source; reading train.py files once for each
     for trial in trials:
-        source = variants.weights_source(trial.folder, trial.variant)
+        key = (trial.folder, trial.variant_name)
+        if key not in sources:
+            sources[key] = variants.weights_source(trial.folder, trial.variant)
+        source = sources[key]
         if source is not None:
             trial.after = to_run.get((*source, trial.index))
     return trials

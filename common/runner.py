@@ -207,25 +207,23 @@ def _epoch_line(prefix: str, row: dict, epochs: int, best: bool) -> str:
             f"  {row['seconds']:.1f}s{speed}{'  *' if best else ''}")
 
 
-class _TrainingClock:
-    """A Keras callback timing the training part of an epoch, validation left out."""
+def training_clock():
+    """A Keras callback whose `seconds` is the training part of the last epoch, validation left out."""
+    import keras
 
-    def __new__(cls):
-        import keras
+    class TrainingClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start, self.seconds = time.perf_counter(), None
 
-        class Clock(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.start, self.seconds = time.perf_counter(), None
+        def on_test_begin(self, logs=None):  # validation starts: training is over for this epoch
+            if self.seconds is None:
+                self.seconds = time.perf_counter() - self.start
 
-            def on_test_begin(self, logs=None):  # validation starts: training is over for this epoch
-                if self.seconds is None:
-                    self.seconds = time.perf_counter() - self.start
+        def on_epoch_end(self, epoch, logs=None):
+            if self.seconds is None:  # no validation data
+                self.seconds = time.perf_counter() - self.start
 
-            def on_epoch_end(self, epoch, logs=None):
-                if self.seconds is None:  # no validation data
-                    self.seconds = time.perf_counter() - self.start
-
-        return Clock()
+    return TrainingClock()
 
 
 def speed_figures(history: list[dict], forward: int | None) -> dict:
@@ -375,7 +373,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         forward = flops.forward_flops(model)
     except (AttributeError, ValueError):  # a layer whose output shape is not known before training
         forward = None
-    clock = _TrainingClock()
+    clock = training_clock()
     if state:
         checkpoint.restore(model, state["weights"])
         log(f"{label}: resuming after epoch {state['epoch']} (best so far: epoch {state['best_epoch']})")

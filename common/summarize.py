@@ -208,9 +208,6 @@ def _epochs_cell(first: pd.Series) -> str:
     return f"{ran} ({cap})"
 
 
-markdown_table = markdown.table  # diff and the tests use it by this name
-
-
 def _ensemble_cell(rows: pd.DataFrame) -> str:
     """The test accuracy of the trials' averaged probabilities, and how many trials it averages."""
     test = rows[rows.split == "test"].iloc[0]
@@ -244,10 +241,7 @@ def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
                                  if not ref.empty and "test" in set(group.split) else "–"),
             "Base": first.base if isinstance(first.base, str) else "None",
             "Explanation": first.explanation, "Hardware": _device_cell(first.device)})
-    return markdown_table(pd.DataFrame(rows))
-
-
-_p = markdown.p_value
+    return markdown.table(pd.DataFrame(rows))
 
 
 def steps_table(steps: pd.DataFrame) -> str:
@@ -256,13 +250,13 @@ def steps_table(steps: pd.DataFrame) -> str:
     for step in steps.itertuples(index=False):
         paired = ("–" if pd.isna(step.mcnemar_p) else
                   f"{step.ensemble_base:.4f} → {step.ensemble:.4f}, {int(step.fixed)}/{int(step.broken)}"
-                  f"{_p(step.mcnemar_p)}")
+                  f"{markdown.p_value(step.mcnemar_p)}")
         rows.append({"Step": step.step, "Change": step.change, "Trials": f"{step.trials_base} → {step.trials}",
-                     "Test acc. Δ, Welch p": f"{step.test_delta:+.4f}{_p(step.welch_p)}",
+                     "Test acc. Δ, Welch p": f"{step.test_delta:+.4f}{markdown.p_value(step.welch_p)}",
                      "Ensembles: test acc., fixed/broken, McNemar p": paired,
                      "Original log: Δ, Welch p": ("–" if pd.isna(step.log_delta)
-                                                  else f"{step.log_delta:+.4f}{_p(step.log_welch_p)}")})
-    return markdown_table(pd.DataFrame(rows))
+                                                  else f"{step.log_delta:+.4f}{markdown.p_value(step.log_welch_p)}")})
+    return markdown.table(pd.DataFrame(rows))
 
 
 def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: dict[str, str],
@@ -401,7 +395,7 @@ def reference_table(reference: pd.DataFrame) -> str:
              "acc. (tr, vd, tt)": _cells(group, "accuracy"), "Base": group.iloc[0].base,
              "Explanation (translated)": group.iloc[0].note_en}
             for experiment, group in reference.groupby("experiment", sort=True)]
-    return markdown_table(pd.DataFrame(rows))
+    return markdown.table(pd.DataFrame(rows))
 
 
 def _relative(path: Path, page: Path) -> str:
