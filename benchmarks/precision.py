@@ -38,7 +38,7 @@ import os, sys, time
 import numpy as np
 sys.path.insert(0, {repo!r})
 from common import experiments, runner
-runner.configure_tensorflow({threads}, fix_seed=True)
+runner.configure_tensorflow({threads}, fix_seed=True, jit_compile={xla})  # XLA is off under op determinism
 import keras
 import tensorflow as tf
 
@@ -47,6 +47,7 @@ module = experiments.load_module(experiments.find({experiment!r}))
 config = {{**runner.RUNNER_DEFAULTS, **module.CONFIG}}
 model = module.build_model({{**config, "steps_per_epoch": 422}})
 model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile={xla})
+assert model.jit_compile == {xla}, "Keras turned XLA off"
 batch = config["batch_size"]
 rng = np.random.default_rng(0)
 x = rng.random((batch * ({batches} + 3), 28, 28, 1), dtype=np.float32)

@@ -28,26 +28,34 @@ FOLDER_PATTERN = re.compile(r"^exp(\d{3})_[A-Za-z0-9_.-]+$")
 #   valid_split     which 10% of the training file validates: "stratified" (the same fixed, stratified
 #                   draw for every experiment) or "last" (the last 6,000 images, as Keras'
 #                   fit(validation_split=0.1) takes them)
+#   jit_compile     compile the training step with XLA (common/speed.py): how a trial runs, not what it
+#                   computes (EXECUTION_KEYS)
 RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False, "test_time_flip": False, "monitor": "val_loss",
-                   "valid_split": "stratified"}
+                   "valid_split": "stratified", "jit_compile": False}
 
 
 # Config keys that change only how a trained model is scored, never how it is trained.
 EVALUATION_KEYS = frozenset({"test_time_flip"})
+# Config keys that change how a trial runs, not what it computes: other kernels for the same step, as
+# another CPU's are. Trials with either value are the same recipe (summarised together, resumable
+# from each other's checkpoints, no variant); each trial records its value.
+EXECUTION_KEYS = frozenset({"jit_compile"})
 DECLARATIONS = ("EXPERIMENT", "BASE", "EXPLANATION", "CONFIG")  # what every train.py declares at its top
 
 
 def config_difference(old: dict, new: dict, defaults: dict | None = None) -> str:
     """The keys two configs of one experiment differ in, "" when they are the same recipe.
 
-    The trial count is not part of the recipe. A key the older config lacks was added to the code
-    later, with a default that keeps the older behaviour (the regression check holds every
-    experiment to its recorded numbers): there it counts as that default, the runner's
+    The trial count and the execution keys (EXECUTION_KEYS) are not part of the recipe. A key the
+    older config lacks was added to the code later, with a default that keeps the older behaviour
+    (the regression check holds every experiment to its recorded numbers): there it counts as that
+    default, the runner's
     (RUNNER_DEFAULTS) or the experiment's own (`defaults`, its CONFIG).
     """
     known = {**RUNNER_DEFAULTS, **(defaults or {})}
     old = {**{k: v for k, v in known.items() if k not in old}, **old}
-    keys = [k for k in sorted(set(old) | set(new)) if k != "trials" and old.get(k) != new.get(k)]
+    keys = [k for k in sorted(set(old) | set(new))
+            if k != "trials" and k not in EXECUTION_KEYS and old.get(k) != new.get(k)]
     return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 
 

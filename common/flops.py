@@ -13,13 +13,13 @@ import math
 TRAINING_PASSES = 3  # forward, and backward to activations and to weights
 
 
-def _layers(model):
+def all_layers(model):
     """Every layer, nested models opened."""
     import keras
 
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _layers(layer)
+            yield from all_layers(layer)
         else:
             yield layer
 
@@ -29,7 +29,7 @@ def forward_flops(model) -> int:
     import keras
 
     total = 0
-    for layer in _layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
             out = layer.output.shape[1:]  # without the batch axis
             kernel = layer.kernel.shape

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from common import augment, flops, results, variants
+from common import augment, flops, results, speed, variants
 from common import data as fmnist
 from common import experiments
 from common.experiments import RUNNER_DEFAULTS, config_difference
@@ -122,7 +122,7 @@ def parse_config(parser: argparse.ArgumentParser, config: dict, argv: list[str] 
 
 # ---------------------------------------------------------------- seeding and devices
 
-def configure_tensorflow(threads: int, fix_seed: bool) -> None:
+def configure_tensorflow(threads: int, fix_seed: bool, jit_compile: bool = False) -> None:
     from common.tensorflow_setup import tf
 
     if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
@@ -134,9 +134,15 @@ def configure_tensorflow(threads: int, fix_seed: bool) -> None:
                              f"another thread count; start a new process (or notebook kernel)") from None
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)  # share a notebook's GPU politely
-    if fix_seed:
-        # Same seed, same numbers: TF then refuses or serialises the few nondeterministic ops.
+    # Same seed, same numbers: TF then refuses or serialises the few nondeterministic ops. XLA
+    # refuses some ops' gradients under that flag (MaxPool's) and Keras then turns XLA off; an XLA
+    # step on a CPU is deterministic by itself (tests/test_speed.py reruns a trial to check).
+    from tensorflow.python.framework import config as tf_config  # the only way to turn the flag off
+
+    if fix_seed and not (jit_compile and not tf.config.list_physical_devices("GPU")):
         tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
 
 
 def trial_seed(config: dict, trial: int) -> int:
@@ -207,39 +213,8 @@ def _epoch_line(prefix: str, row: dict, epochs: int, best: bool) -> str:
             f"  {row['seconds']:.1f}s{speed}{'  *' if best else ''}")
 
 
-def training_clock():
-    """A Keras callback whose `seconds` is the training part of the last epoch, validation left out."""
-    import keras
-
-    class TrainingClock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start, self.seconds = time.perf_counter(), None
-
-        def on_test_begin(self, logs=None):  # validation starts: training is over for this epoch
-            if self.seconds is None:
-                self.seconds = time.perf_counter() - self.start
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.seconds is None:  # no validation data
-                self.seconds = time.perf_counter() - self.start
-
-    return TrainingClock()
-
-
-def speed_figures(history: list[dict], forward: int | None) -> dict:
-    """The trial's median training speed over its epochs (those that recorded it), for metrics.json."""
-    images = [row["images_per_second"] for row in history if row.get("images_per_second")]
-    if not images:
-        return {}
-    median = float(np.median(images))
-    figures = {"images_per_second_median": round(median, 1)}
-    if forward:
-        figures.update(forward_flops_per_image=forward,
-                       gflops_per_second_median=round(flops.training_gflops_per_second(median, forward), 2))
-    return figures
-
-
 def _build(build_model: Callable[[dict], Any], config: dict, dataset: fmnist.FashionMNIST):
+    """The experiment's compiled model on the project's training path (speed.prepare), and how it runs."""
     # build_model also learns the steps per epoch, for schedules such as cosine decay.
     steps_per_epoch = math.ceil(len(dataset.y_train) / config["batch_size"])
     try:
@@ -248,7 +223,10 @@ def _build(build_model: Callable[[dict], Any], config: dict, dataset: fmnist.Fas
         raise UsageError(str(e)) from None
     if getattr(model, "optimizer", None) is None:
         raise UsageError("build_model(config) must return a compiled model (call model.compile)")
-    return model
+    try:
+        return model, speed.prepare(model, config)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _layers_only(model):
@@ -266,7 +244,7 @@ def _kept_model(build_model: Callable[[dict], Any], config: dict, dataset: fmnis
 
     if config["fix_seed"]:
         keras.utils.set_random_seed(seed)
-    model = _build(build_model, config, dataset)
+    model, _ = _build(build_model, config, dataset)
     _layers_only(model).load_weights(weights)
     return model
 
@@ -368,12 +346,12 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
     seed = state["seed"] if state else trial_seed(config, trial)
     if config["fix_seed"]:
         keras.utils.set_random_seed(seed)  # weight initialisation; the data order has its own seeds
-    model = _build(build_model, config, dataset)
+    model, path = _build(build_model, config, dataset)
     try:  # the operations one training image costs, for the speed in each epoch line
         forward = flops.forward_flops(model)
     except (AttributeError, ValueError):  # a layer whose output shape is not known before training
         forward = None
-    clock = training_clock()
+    clock = speed.training_clock()
     if state:
         checkpoint.restore(model, state["weights"])
         log(f"{label}: resuming after epoch {state['epoch']} (best so far: epoch {state['best_epoch']})")
@@ -431,7 +409,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         "wall_seconds": round(state["wall_seconds"], 1), "sittings": state["sittings"],
         "started_at": state["started_at"], "finished_at": results.now_iso(),
         "parameters": int(model.count_params()),
-        "speed": speed_figures(state["history"], forward),
+        "speed": {**path, **speed.trial_figures(state["history"], forward)},
     }
     # In the trial's folder only now: an unfinished trial leaves nothing there that looks like a result.
     results.atomic_write_text(directory / results.HISTORY_FILE, history_csv(state["history"]))
@@ -570,7 +548,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
         if trial in selected and (record is None or args.force):
             pending.append((trial, directory))
     if args.rescore:
-        configure_tensorflow(args.threads, config["fix_seed"])
+        configure_tensorflow(args.threads, config["fix_seed"], config["jit_compile"])
         hardware = {**results.hardware(), "threads": args.threads or os.cpu_count()}
         for trial in selected:
             directory = results.trial_dir(results_dir, copy.name, folder, trial, args.smoke, variant_name)
@@ -595,7 +573,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
     if not pending:
         return EXIT_OK
 
-    configure_tensorflow(args.threads, config["fix_seed"])
+    configure_tensorflow(args.threads, config["fix_seed"], config["jit_compile"])
     provenance = results.provenance({**copy.record(), "split_sizes": sizes}, folder)
     provenance["hardware"]["threads"] = args.threads or os.cpu_count()
     log(f"device: {provenance['hardware']['device']}, {provenance['hardware']['threads']} thread(s)")

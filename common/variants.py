@@ -22,9 +22,10 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from common import experiments
-from common.experiments import EVALUATION_KEYS
+from common.experiments import EVALUATION_KEYS, EXECUTION_KEYS
 
-NOT_RECIPE = frozenset({"trials"})  # keys that never make a variant: how many trials is not what they train
+# Keys that never make a variant: how many trials, or which kernels run the step, is not what they train.
+NOT_RECIPE = frozenset({"trials"}) | EXECUTION_KEYS
 SAFE = "=,+-_.[]"  # beside letters and digits, what a variant's folder name keeps as it is
 
 
@@ -67,7 +68,7 @@ def _plain(value: Any) -> Any:
 
 def of(overrides: dict, recipe: dict) -> dict:
     """The variant that `overrides` make of `recipe` (the effective config without overrides): the keys
-    whose value differs from the recipe's, the trial count aside. {} is the recipe itself."""
+    whose value differs from the recipe's, NOT_RECIPE aside. {} is the recipe itself."""
     return {key: _plain(value) for key, value in sorted(overrides.items())
             if key not in NOT_RECIPE and _plain(value) != _plain(recipe.get(key))}
 

@@ -111,12 +111,13 @@ def not_learned(metrics: dict) -> str:
     return ""
 
 
-def run(folder: Path, data_dir: Path, results_dir: Path, threads: int = 0) -> dict:
-    """Metrics of the reference run of one experiment: {split: {loss, accuracy}}."""
+def run(folder: Path, data_dir: Path, results_dir: Path, threads: int = 0, extra: tuple[str, ...] = ()) -> dict:
+    """Metrics of the reference run of one experiment: {split: {loss, accuracy}}. `extra`: more flags,
+    ones that change how it runs and not what it computes (--jit_compile true)."""
     module = experiments.load_module(folder)
     with fast_batch_norm_averages():
         code = module.main(["--data-dir", str(data_dir), "--results-dir", str(results_dir), *smoke_args(folder),
-                            *(["--threads", str(threads)] if threads else [])])
+                            *(["--threads", str(threads)] if threads else []), *extra])
     if code != 0:
         raise RuntimeError(f"{folder.name}: reference run exited with {code}")
     record = json.loads(next(results_dir.glob(f"*/{folder.name}/**/trial_0/metrics.json")).read_text())  # a variant
