@@ -50,6 +50,8 @@ def _trial_rows(path: Path, record: dict) -> list[dict]:
         "default_trials": int(record.get("default_trials", 1)),
         "wall_seconds": float(record["wall_seconds"]),
         "device": record["provenance"]["hardware"]["device"],
+        # trained on common/speed.py's path (fused batch norm, steps a call), which records itself
+        "fast_path": "steps_per_execution" in record.get("speed", {}),
         "test_time_flip": bool(record.get("config", {}).get("test_time_flip", False)),
         "data_fingerprint": str(data["fingerprint"]), "data_description": str(data.get("description", "")),
         "path": path.as_posix(),
@@ -132,7 +134,7 @@ def summarize_trials(trials: pd.DataFrame, results_dir: Path,
         default_trials=("default_trials", "max"), seed_fixed=("seed_fixed", "all"),
         test_time_flip=("test_time_flip", "any"), trial_minutes=("wall_seconds", lambda w: w.median() / 60),
         crossentropy_mean=("crossentropy", lambda c: c.mean() if c.notna().all() else math.nan),
-        device=("device", lambda d: "/".join(sorted(set(d)))),
+        device=("device", lambda d: "/".join(sorted(set(d)))), fast_path_trials=("fast_path", "sum"),
         base=("base", "first"), explanation=("explanation", "first"),
         data_fingerprint=("data_fingerprint", "first"), data_description=("data_description", "first")
     ).reset_index()
@@ -381,6 +383,12 @@ def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str,
             + ("; times the epochs a trial will likely run: where early stopping ends it, the share of "
                "its epochs that its nearest finished base ran" if from_epochs or from_base else "")
             + f"; two trials side by side on two cores take about {hours / 2:.0f} hours)")
+    if len(rows) and "fast_path_trials" in rows:
+        fast, finished = int(rows.fast_path_trials.sum()), int(rows.trials.sum())
+        text += (f"; {fast} of the {finished} finished trials trained on the faster path (`common/speed.py`), "
+                 f"the others on plain Keras' step, which the Benchmarks section measured slower: the estimate "
+                 f"is high by that speed-up until their times are replaced" if fast < finished else
+                 "; every finished trial trained on the faster path (`common/speed.py`)")
     if evaluation_only:
         one = len(evaluation_only) == 1
         text += f"; {', '.join(evaluation_only)} only score{'s its' if one else ' their'} base's weights (minutes)"

@@ -180,6 +180,15 @@ def test_the_compute_still_to_run_is_estimated_from_the_finished_trials(results,
     assert f"*Still to run on `{DATA}`*" in readme.read_text()
 
 
+def test_the_estimate_says_how_many_trials_trained_on_the_faster_path(results):
+    text = _remaining(results, "exp001", "exp102")
+    assert "0 of the 4 finished trials trained on the faster path" in text  # the fixture's, as from before it
+    fast = record("exp102", "exp102_conv", 3, 0.9, default_trials=10)
+    fast["speed"] = {"jit_compile": False, "fused_batch_norm_layers": 0, "steps_per_execution": 16}
+    write(results, "exp102_conv", 3, fast)
+    assert "1 of the 5 finished trials trained on the faster path" in _remaining(results, "exp001", "exp102")
+
+
 def test_an_experiment_without_finished_trials_is_estimated_from_its_running_trials_epochs(results):
     checkpoint = results / DATA / "exp111_cosine_decay" / "trial_0" / "checkpoint"
     checkpoint.mkdir(parents=True)
