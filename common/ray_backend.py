@@ -159,7 +159,7 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RayUnavailable(f"cannot start or reach Ray at {args.ray!r} ({type(e).__name__}: {e}); for a "
                              f"cluster, give the head's address (ray://host:10001 or 'auto' on a node of it) "
-                             f"and set RAY_AUTH_MODE=token with the cluster's token (README)") from None
+                             f"and set RAY_AUTH_MODE=token with the cluster's token (docs/cluster.md)") from None
     threads = max(1, int(args.cpus_per_trial))
     progress.parallel = max(1, int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial))
     # The trial runs in a process of its own under the task (so TensorFlow, and its GPU memory, end

@@ -386,7 +386,7 @@ def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str,
     if len(rows) and "fast_path_trials" in rows:
         fast, finished = int(rows.fast_path_trials.sum()), int(rows.trials.sum())
         text += (f"; {fast} of the {finished} finished trials trained on the faster path (`common/speed.py`), "
-                 f"the others on plain Keras' step, which the Benchmarks section measured slower: the estimate "
+                 f"the others on plain Keras' step, which docs/benchmarks.md measured slower: the estimate "
                  f"is high by that speed-up until their times are replaced" if fast < finished else
                  "; every finished trial trained on the faster path (`common/speed.py`)")
     if evaluation_only:
