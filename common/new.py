@@ -6,8 +6,8 @@
 The new train.py is the base's with EXPERIMENT, BASE, EXPLANATION and the docstring set, nothing
 else changed, so `python -m common.diff exp206 exp208` shows exactly those lines until you edit
 CONFIG or the model. The README gets the collection's headings (hypothesis, change, result, what
-it means) and the markers between which `python -m common.summarize` writes its variants. An id that
-exists already, or a base that does not, is refused with exit code 2.
+it means) and the markers between which `python -m common.summarize` writes its result line and its
+variants. An id that exists already, or a base that does not, is refused with exit code 2.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from common import experiments, results, variant_summary
+from common import experiments, result_lines, results, variant_summary
 
 ID = re.compile(r"^exp(\d{3})$")
 
@@ -69,9 +69,9 @@ def readme(experiment: str, base: str, explanation: str) -> str:
         f"# {experiment}: {explanation}",
         "**Hypothesis.** (What should this change do, and why?)",
         f"**Change from {base}**: {explanation}.",
-        f"**Result.** (From the results table and `python -m common.diff {base} {experiment}`, once trials "
-        "exist; every figure from result files the repository holds.)",
-        "**What it means.** (A few lines of what we learned.)",
+        result_lines.MARKER_START + "\n" + result_lines.MARKER_END,  # summarize writes the result line here
+        f"**What it means.** (A few lines of what we learned, once trials exist; `python -m common.diff "
+        f"{base} {experiment}` shows the step in full.)",
         variant_summary.MARKER_START + "\n\n" + variant_summary.MARKER_END]) + "\n"
 
 

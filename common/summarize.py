@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from common import data as fmnist
-from common import experiments, markdown, plots, predictions, results, stats, variant_summary, variants
+from common import experiments, markdown, plots, predictions, result_lines, results, stats, variant_summary, variants
 
 SPLITS = ("train", "valid", "test")
 REFERENCE_CSV = results.REPO_ROOT / "reference" / "original_log_results.csv"
@@ -511,6 +511,8 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
                                  f"({_relative(path, root / folder / 'README.md')})"
                  for (data, folder), path in variant_plots.items()}
         variant_summary.update_experiment_readmes(root, variant_rows, links)
+        if not summary.empty:
+            result_lines.update_experiment_readmes(root, summary, steps, reference)
     n_variants = len(variant_rows[variant_rows.trials > 0])
     n_experiments = summary["folder"].nunique() if not summary.empty else 0
     n_data = summary["data"].nunique() if not summary.empty else 0

@@ -252,3 +252,35 @@ def test_each_step_against_its_bases_by_welch_mcnemar_and_the_log(results, tmp_p
     text = readme.read_text()
     assert "#### Step by step on `data-ffffffff`" in text
     assert "| exp001 → exp102 | exp102 idea | 1 → 3 | +0.0400 | 0.6000 → 0.8000, 4/2, p=0.69 | +0.0186 |" in text
+
+
+def test_each_experiment_readme_gets_its_generated_result_line(results, tmp_path):
+    """Between its markers: trials of the planned count, mean±std and min–max, ensemble, the step
+    against its base with Welch's and McNemar's tests, the log's figure as reference; rewritten in
+    place, the README's own text kept."""
+    from common import result_lines
+
+    root = tmp_path / "repo"
+    for folder in ("exp001_simple_dense", "exp102_conv"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "train.py").write_text("")
+    readme = root / "exp102_conv" / "README.md"
+    readme.write_text(f"# exp102\n\n**Hypothesis.** H.\n\n{result_lines.MARKER_START}\nold\n"
+                      f"{result_lines.MARKER_END}\n\nWhat it means.\n")
+    trials, _ = summarize.collect_trials(results)
+    ensembles = summarize.test_ensembles(trials, results)
+    summary = summarize.summarize_trials(trials, results, ensembles)
+    reference = summarize.load_reference()
+    steps = summarize.step_comparisons(trials, reference, ensembles)
+    written = result_lines.update_experiment_readmes(root, summary, steps, reference)
+    assert set(written) == {readme, root / "exp001_simple_dense" / "README.md"}
+    text = readme.read_text()
+    assert text.startswith("# exp102\n\n**Hypothesis.** H.\n\n") and text.endswith("What it means.\n")
+    assert "old" not in text and text.count(result_lines.MARKER_START) == 1
+    line = text.split(result_lines.MARKER_START)[1].split(result_lines.MARKER_END)[0]
+    assert f"**Result on `{DATA}`**: 3 trials, test accuracy 0.9200±0.0200, 0.9000–0.9400" in line
+    assert "against exp001: +0.0400" in line
+    logged = reference[(reference.experiment == "exp102") & (reference.split == "test")].iloc[0]
+    assert f"The log (reference): {logged.acc_mean:.4f}±{logged.acc_std:.4f}" in line
+    # a second run with the same results writes nothing
+    assert result_lines.update_experiment_readmes(root, summary, steps, reference) == []

@@ -568,6 +568,8 @@ def test_new_starts_an_experiment_whose_diff_shows_only_its_declarations(tmp_pat
 
 
 def variant_summary_markers(text: str) -> bool:
-    from common import variant_summary
+    """The README skeleton holds both generated parts' markers: the result line's and the variants'."""
+    from common import result_lines, variant_summary
 
-    return variant_summary.MARKER_START in text and variant_summary.MARKER_END in text
+    return all(marker in text for marker in (result_lines.MARKER_START, result_lines.MARKER_END,
+                                             variant_summary.MARKER_START, variant_summary.MARKER_END))
