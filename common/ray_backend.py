@@ -35,6 +35,7 @@ from collections import deque
 from pathlib import Path
 
 from common import experiments, results, variants
+from common.schedule import next_ready, train_arguments, waits_elsewhere
 
 # What a task sends back, metrics.json last: the weights the trial kept (local state, a few MB:
 # `train.py --rescore` and evaluation-only experiments read them) and its result files (about 30 KB).
@@ -92,8 +93,6 @@ def run_trial_task(command: list[str], folder: str, index: int, git: dict,
 def trial_command(trial, args: argparse.Namespace, threads: int) -> list[str]:
     """The train.py command line a worker runs, relative to the code it received (no results dir:
     the worker adds its own scratch folder)."""
-    from common.run_all import train_arguments
-
     return [f"{trial.folder.name}/train.py", *train_arguments(trial, args, threads)]
 
 
@@ -187,12 +186,11 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
             in_flight[remote.remote(trial_command(trial, args, threads), trial.folder.name, trial.index,
                                     code, inputs, trial.variant_name)] = trial
 
-        from common.run_all import next_ready, waits_elsewhere
 
         try:
             while waiting or in_flight:
                 # Submit every trial that waits for no other; Ray runs what the resources allow. An
-                # evaluation-only trial (exp207) goes once its base's same trial has ended (run_all.plan).
+                # evaluation-only trial (exp207) goes once its base's same trial has ended (schedule.plan).
                 while (trial := next_ready(waiting)) is not None:
                     submit(trial)
                 if waiting and not in_flight and not any(map(waits_elsewhere, waiting)):

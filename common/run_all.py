@@ -27,7 +27,6 @@ trial capped at N epochs is not the recipe's trial.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import math
 import os
 import queue
@@ -39,131 +38,18 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
 from common import data as fmnist
-from common import experiments, results, summarize, variant_summary, variants
+from common import experiments, results, summarize, variants
+from common.schedule import Trial, next_ready, plan, train_arguments, waits_elsewhere
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 LOG_NAME = "run_all.log"
 EPOCH_LINE = re.compile(r" epoch +(\d+)/(\d+) ")  # the runner's per-epoch progress line
-
-
-@dataclass(eq=False)  # identity: a trial is a unit of work, hashable as such
-class Trial:
-    folder: Path
-    index: int
-    trials: int  # how many trials the experiment runs in this invocation
-    variant: dict = field(default_factory=dict)  # the overrides that make a variant of the recipe ({}: the recipe)
-    planned_trials: int | None = None  # the trial count the experiment's variants.txt gives this variant
-    state: str = "pending"  # done | pending | resumable | locked
-    after: Trial | None = None  # the base's same trial, for an evaluation-only experiment: it waits for it
-    lock: Path | None = None  # the trial folder's lock file, held while some process runs the trial
-    returncode: int | None = None
-    error: str = ""
-    seconds: float = 0.0
-    last_line: str = ""
-    tail: deque = field(default_factory=lambda: deque(maxlen=15))
-
-    @property
-    def variant_name(self) -> str:
-        return variants.name(self.variant)
-
-    @property
-    def label(self) -> str:
-        """The experiment, or the variant: exp104_bs64_lr1e-4/l2=0.01."""
-        return variants.label(self.folder.name, self.variant_name)
-
-    @property
-    def name(self) -> str:
-        return f"{self.label} trial {self.index}"
-
-    def directory(self, results_dir: Path, data_name: str, smoke: bool) -> Path:
-        return results.trial_dir(results_dir, data_name, self.folder.name, self.index, smoke, self.variant_name)
-
-
-def _locked(lock_path: Path) -> bool:
-    """True when another process holds this trial's lock right now."""
-    if not lock_path.exists():
-        return False
-    with open(lock_path) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
-
-
-def experiment_variants(folder: Path, args: argparse.Namespace) -> list[tuple[dict, int | None]]:
-    """The variants of one experiment that the run asks for, each with its own trial count (None: the
-    run's): every combination of --set's values, the variants its variants.txt lists (--planned), each
-    with --epochs; [({}, None)], the recipe, without --set and --planned. Raises variants.VariantError
-    for a key the experiment lacks."""
-    recipe = experiments.read_definition(folder).effective_config()
-    sets, planned = getattr(args, "set", None) or [], getattr(args, "planned", False)
-    epochs = {"epochs": str(args.epochs)} if getattr(args, "epochs", None) else {}
-    chosen: dict[str, tuple[dict, int | None]] = {}
-    wanted = [(combination, None) for combination in variants.grid(sets)] if sets or not planned else []
-    if planned:
-        wanted += [({k: variants.command_value(v) for k, v in plan.variant.items()}, plan.trials)
-                   for plan in variant_summary.planned(folder)]
-    for raw, trials in wanted:
-        variant = variants.of(variants.typed(folder, {**raw, **epochs}), recipe)
-        chosen.setdefault(variants.name(variant), (variant, trials))  # two combinations may make one variant
-    return list(chosen.values())
-
-
-def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_name: str) -> list[Trial]:
-    """Every trial of the selection (each variant of each experiment) and its state on this data
-    (trials on other data never count)."""
-    trials = []
-    for folder in folders:
-        default = experiments.read_definition(folder).config["trials"]
-        for variant, planned_trials in experiment_variants(folder, args):
-            count = args.trials or (1 if args.smoke else planned_trials or default)
-            for index in range(count):
-                trial = Trial(folder, index, count, variant, planned_trials)
-                directory = trial.directory(results_dir, data_name, args.smoke)
-                trial.lock = directory / ".lock"
-                if (directory / results.METRICS_FILE).exists() and not args.force:
-                    trial.state = "done"
-                elif _locked(trial.lock):
-                    trial.state = "locked"
-                elif (directory / "checkpoint" / "state.json").exists():
-                    trial.state = "resumable"
-                trials.append(trial)
-    # An evaluation-only experiment (exp207 over exp206), or a variant of evaluation keys only, scores the
-    # weights that the same trial of what trains alike keeps (variants.weights_source): where that trial
-    # is still to run, here or in another process, wait for it rather than train the same weights twice.
-    to_run = {(t.folder, t.variant_name, t.index): t for t in trials if t.state in ("pending", "resumable", "locked")}
-    sources = {}  # (folder, variant name): its weights' source; reading train.py files once for each
-    for trial in trials:
-        key = (trial.folder, trial.variant_name)
-        if key not in sources:
-            sources[key] = variants.weights_source(trial.folder, trial.variant)
-        source = sources[key]
-        if source is not None:
-            trial.after = to_run.get((*source, trial.index))
-    return trials
-
-
-def train_arguments(trial: Trial, args: argparse.Namespace, threads: int) -> list[str]:
-    """The train.py arguments that come from run_all's options, wherever the trial runs."""
-    arguments = ["--trial", str(trial.index), *variants.arguments(trial.variant)]  # --epochs among them
-    if args.trials or (trial.planned_trials and not args.smoke):
-        arguments += ["--trials", str(trial.trials)]
-    if args.data_dir:
-        arguments += ["--data-dir", args.data_dir]
-    if args.smoke:
-        arguments.append("--smoke")
-    if threads:
-        arguments += ["--threads", str(threads)]
-    return arguments
 
 
 def trial_command(trial: Trial, args: argparse.Namespace, threads: int) -> list[str]:
@@ -252,21 +138,6 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def waits_elsewhere(trial: Trial) -> bool:
-    """True while the trial waits for a base trial that another process is running."""
-    return trial.after is not None and trial.after.state == "locked" and _locked(trial.after.lock)
-
-
-def next_ready(waiting: deque[Trial]) -> Trial | None:
-    """Take the first waiting trial that waits for no other (see Trial.after)."""
-    for trial in waiting:
-        after = trial.after  # ended here, or let go by the process that ran it elsewhere
-        if after is None or after.returncode is not None or (after.state == "locked" and not _locked(after.lock)):
-            waiting.remove(trial)
-            return trial
-    return None
 
 
 def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool:

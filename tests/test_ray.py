@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from common import run_all
+from common import schedule
 from conftest import REPO, run_script
 
 pytest.importorskip("ray")
@@ -61,7 +61,7 @@ def test_ray_gives_the_same_metrics_as_plain_run_all_and_the_driver_writes_the_f
 
     class Args:
         trials, epochs, data_dir, smoke = 2, None, "/data/on/the/workers", False
-    trial = run_all.Trial(REPO / "exp002_conv", 1, 2, {"learning_rate": 0.01})  # a variant: its overrides go along
+    trial = schedule.Trial(REPO / "exp002_conv", 1, 2, {"learning_rate": 0.01})  # a variant: its overrides go along
     command = ray_backend.trial_command(trial, Args, 1)
     assert command == ["exp002_conv/train.py", "--trial", "1", "--learning_rate", "0.01", "--trials", "2",
                        "--data-dir", "/data/on/the/workers", "--threads", "1"]  # no results directory: the

@@ -14,7 +14,7 @@ import sys
 import pytest
 from scipy import stats as scipy_stats
 
-from common import diff, run_all
+from common import diff, run_all, schedule
 from conftest import REPO, run_script, trial_path
 from test_summarize import record, write
 
@@ -47,13 +47,13 @@ def test_an_evaluation_only_trial_waits_for_its_bases_same_trial(tiny_data, tmp_
 
     folders = [REPO / "exp205_sgd_weight_decay", REPO / "exp206_longer_schedule", REPO / "exp207_test_time_flip"]
     args = argparse.Namespace(trials=2, smoke=False, force=False)
-    trials = {(t.folder.name[:6], t.index): t for t in run_all.plan(folders, args, tmp_path, "tiny")}
+    trials = {(t.folder.name[:6], t.index): t for t in schedule.plan(folders, args, tmp_path, "tiny")}
     assert trials["exp207", 1].after is trials["exp206", 1] and trials["exp206", 1].after is None
     waiting = deque([trials["exp207", 0], trials["exp205", 1], trials["exp206", 1], trials["exp207", 1]])
-    assert run_all.next_ready(waiting) is trials["exp205", 1]  # exp206 trial 0 still runs
+    assert schedule.next_ready(waiting) is trials["exp205", 1]  # exp206 trial 0 still runs
     trials["exp206", 0].returncode = 0
-    assert run_all.next_ready(waiting) is trials["exp207", 0]
-    assert run_all.next_ready(waiting) is trials["exp206", 1] and run_all.next_ready(waiting) is None
+    assert schedule.next_ready(waiting) is trials["exp207", 0]
+    assert schedule.next_ready(waiting) is trials["exp206", 1] and schedule.next_ready(waiting) is None
     done = run_script("-m", "common.run_all", "--only", "exp20[67]", "--trials", "1", "--dry-run",
                       "--data-dir", str(tiny_data), "--results-dir", str(tmp_path), cwd=REPO)
     assert "(after exp206_longer_schedule trial 0: scores its weights)" in done.stdout
@@ -71,15 +71,15 @@ def test_an_evaluation_only_trial_waits_for_its_base_trial_running_elsewhere(tin
     base_dir = results.trial_dir(tmp_path, tiny_name, "exp206_longer_schedule", 0, False)
     with results.trial_lock(base_dir) as acquired:  # as a run of exp206 --trial 0 holds it
         assert acquired
-        base, exp207 = run_all.plan(folders, args, tmp_path, tiny_name)
+        base, exp207 = schedule.plan(folders, args, tmp_path, tiny_name)
         assert base.state == "locked" and exp207.after is base
         waiting = deque([exp207])
-        assert run_all.waits_elsewhere(exp207) and run_all.next_ready(waiting) is None
+        assert schedule.waits_elsewhere(exp207) and schedule.next_ready(waiting) is None
         with contextlib.redirect_stdout(io.StringIO()) as out:  # the plan says so
             assert run_all.main(["--only", "exp20[67]", "--trials", "1", "--dry-run", "--data-dir",
                                  str(tiny_data), "--results-dir", str(tmp_path)]) == 0
         assert "(after exp206_longer_schedule trial 0, running elsewhere: scores its weights)" in out.getvalue()
-    assert not run_all.waits_elsewhere(exp207) and run_all.next_ready(waiting) is exp207  # lock let go
+    assert not schedule.waits_elsewhere(exp207) and schedule.next_ready(waiting) is exp207  # lock let go
 
 
 def test_only_given_again_queues_a_later_stage(tiny_data, tmp_path):
@@ -94,7 +94,7 @@ def test_only_given_again_queues_a_later_stage(tiny_data, tmp_path):
 
 
 def test_the_report_after_an_interrupt_counts_only_the_trials_that_started():
-    queue = [run_all.Trial(REPO / "exp201_random_crop", i, 3) for i in range(3)]
+    queue = [schedule.Trial(REPO / "exp201_random_crop", i, 3) for i in range(3)]
     queue[0].returncode, queue[0].error, queue[0].seconds = 130, "interrupted", 600.0  # stopped mid-trial
     table = run_all.report(queue, queue).set_index("experiment").loc["exp201_random_crop"]
     assert (table["trials done"], table["ran now"], table["minutes"]) == ("0/3", 1, 10.0)
@@ -106,7 +106,7 @@ def test_time_left_comes_from_each_experiments_trials(monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(run_all.time, "time", lambda: clock[0])
     slow, fast = Path("exp110_resnet"), Path("exp001_simple_dense")
-    todo = [run_all.Trial(slow, 0, 2), run_all.Trial(slow, 1, 2), run_all.Trial(fast, 0, 1)]
+    todo = [schedule.Trial(slow, 0, 2), schedule.Trial(slow, 1, 2), schedule.Trial(fast, 0, 1)]
     progress = run_all.Progress(todo, parallel=2, typical_seconds={"exp110_resnet": 3600.0})
     # Nothing finished here yet: exp110 from the results (1 h each), exp001 from their mean (1 h).
     assert progress.counts().endswith("~1:30:00 left]")
