@@ -37,14 +37,14 @@ WORKER = r"""
 import os, sys, time
 import numpy as np
 sys.path.insert(0, {repo!r})
-from common import experiments, runner
-runner.configure_tensorflow({threads}, fix_seed=True, jit_compile={xla})  # XLA is off under op determinism
+from common import experiments, tensorflow_setup
+tensorflow_setup.configure({threads}, fix_seed=True, jit_compile={xla})  # XLA is off under op determinism
 import keras
 import tensorflow as tf
 
 keras.mixed_precision.set_global_policy({policy!r})
 module = experiments.load_module(experiments.find({experiment!r}))
-config = {{**runner.RUNNER_DEFAULTS, **module.CONFIG}}
+config = {{**experiments.RUNNER_DEFAULTS, **module.CONFIG}}
 model = module.build_model({{**config, "steps_per_epoch": 422}})
 model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile={xla})
 assert model.jit_compile == {xla}, "Keras turned XLA off"

@@ -41,7 +41,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from common import experiments, flops, results, runner, speed  # noqa: E402
+from common import experiments, flops, results, speed, tensorflow_setup  # noqa: E402
 
 CONV_SHAPE = (128, 14, 14, 96)  # the exp2xx ResNet's middle stage: batch, height, width, channels
 CONV_FLOPS = 2 * 128 * 14 * 14 * 96 * 96 * 9  # a multiply-add is two operations
@@ -156,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     except experiments.UnknownExperiment as e:
         parser.error(str(e))
     module = experiments.load_module(folder)
-    config = {**runner.RUNNER_DEFAULTS, **module.CONFIG}
+    config = {**experiments.RUNNER_DEFAULTS, **module.CONFIG}
     if args.jit_compile != "config":
         config["jit_compile"] = args.jit_compile == "true"
     threads = args.threads or os.cpu_count()
-    runner.configure_tensorflow(threads, config["fix_seed"], config["jit_compile"])
+    tensorflow_setup.configure(threads, config["fix_seed"], config["jit_compile"])
 
     baseline = build(module, config)
     project = build(module, config)

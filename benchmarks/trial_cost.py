@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from common import tensorflow_setup  # noqa: E402,F401  (quiets TensorFlow's start-up notices)
 from common import data as fmnist  # noqa: E402
 from common import experiments, flops, results  # noqa: E402
-from common.runner import UsageError  # noqa: E402
+from common.cli import UsageError  # noqa: E402
 from common.variants import parse_like  # noqa: E402
 
 TRAIN_IMAGES = round(60_000 * (1 - fmnist.VALID_FRACTION))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.cli import EXIT_USAGE
 from common import data as fmnist
 from common import experiments, predictions, results, stats, summarize, variants
 from common.markdown import table as markdown_table
@@ -97,7 +98,7 @@ def _mean_std(values: pd.Series) -> str:
 
 
 def loss_definition(config: dict) -> str:
-    """What a recipe's recorded `loss` is (runner.evaluate): Keras' compiled loss, or with test-time
+    """What a recipe's recorded `loss` is (evaluation.evaluate): Keras' compiled loss, or with test-time
     flips the plain cross-entropy of the averaged probabilities."""
     if config.get("test_time_flip"):
         return "the plain cross-entropy of each image's and its mirror image's averaged probabilities"
@@ -252,13 +253,13 @@ def main(argv: list[str] | None = None) -> int:
             fmnist.check_name(args.data, results.data_names(args.results_dir))
     except (experiments.UnknownExperiment, variants.VariantError, fmnist.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         text = render(a, b, args.results_dir, args.format == "markdown",
                       colour=args.out is None and sys.stdout.isatty(), data=args.data)
     except ValueError as e:  # a train.py whose CONFIG cannot be read without running it
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.out:
         results.atomic_write_text(args.out, text)
         print(f"wrote {args.out}")

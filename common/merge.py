@@ -25,6 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from common.cli import EXIT_USAGE
 from common import experiments, results
 from common.data import data_name, describe_fingerprint
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         source = source.expanduser().resolve()
         if not source.is_dir():
             print(f"error: {source}: no such directory", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         code |= merge([source], results_dir, move=args.move or source == results_dir)
     return code
 

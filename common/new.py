@@ -19,6 +19,7 @@ import re
 import sys
 from pathlib import Path
 
+from common.cli import EXIT_USAGE
 from common import experiments, result_lines, results, variant_summary
 
 ID = re.compile(r"^exp(\d{3})$")
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         target = create(args.name, args.base, args.explanation)
     except NewError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     experiment = experiments.experiment_id(target)
     print(f"created {target}/ (train.py from {args.base}, README.md)\n"
           f"next: edit CONFIG or the model in {target.name}/train.py, then\n"

@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from common.cli import EXIT_USAGE  # noqa: E402
 from common import data as fmnist  # noqa: E402
 from common import experiments  # noqa: E402
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         out = render(folder, args.data_dir, args.out or folder / "augmentation_preview.png", args.draws, args.seed)
     except (experiments.UnknownExperiment, fmnist.DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(f"wrote {out}")
     return 0
 

@@ -230,3 +230,11 @@ def provenance(data: dict[str, Any], experiment_folder: str | None = None) -> di
     sent = os.environ.get(GIT_STATE_ENV_VAR)
     git = json.loads(sent) if sent else git_state(code)
     return {"git": git, "versions": versions(), "hardware": hardware(), "data": data}
+
+
+def finished_record(path: Path) -> dict | None:
+    """A finished trial's metrics.json, or None where there is none (or it cannot be read)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -45,9 +45,9 @@ from tqdm import tqdm
 
 from common import data as fmnist
 from common import experiments, results, summarize, variants
+from common.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from common.schedule import Trial, next_ready, plan, train_arguments, waits_elsewhere
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 LOG_NAME = "run_all.log"
 EPOCH_LINE = re.compile(r" epoch +(\d+)/(\d+) ")  # the runner's per-epoch progress line
 

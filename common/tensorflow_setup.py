@@ -6,7 +6,8 @@ Importing TensorFlow 2.19+ prints C++ start-up notices that TF_CPP_MIN_LOG_LEVEL
 query adds "failed call to cuInit". While TensorFlow starts, the process's standard error is
 captured and these known notices are dropped; every other line (a real warning or error) is
 written out as it came. After start-up, TF_CPP_MIN_LOG_LEVEL=2 (set in common/__init__.py) keeps
-TensorFlow's C++ info and warning lines quiet, errors still show.
+TensorFlow's C++ info and warning lines quiet, errors still show. `configure` then sets the threads
+and, for seeded trials, op determinism.
 """
 
 from __future__ import annotations
@@ -55,4 +56,27 @@ with start_up_notices_dropped():
 
     tf.config.list_physical_devices("GPU")  # the first device query is where cuInit complains
 
-__all__ = ["tf"]
+def configure(threads: int, fix_seed: bool, jit_compile: bool = False) -> None:
+    from common.cli import UsageError
+
+    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow fixes its thread pools when it first runs an op
+            raise UsageError(f"--threads {threads}: TensorFlow already runs in this process with "
+                             f"another thread count; start a new process (or notebook kernel)") from None
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)  # share a notebook's GPU politely
+    # Same seed, same numbers: TF then refuses or serialises the few nondeterministic ops. XLA
+    # refuses some ops' gradients under that flag (MaxPool's) and Keras then turns XLA off; an XLA
+    # step on a CPU is deterministic by itself (tests/test_speed.py reruns a trial to check).
+    from tensorflow.python.framework import config as tf_config  # the only way to turn the flag off
+
+    if fix_seed and not (jit_compile and not tf.config.list_physical_devices("GPU")):
+        tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
+
+
+__all__ = ["tf", "configure"]

@@ -78,16 +78,16 @@ def test_regression_check_catches_a_change_under_an_sgd_recipe(tiny_data, tmp_pa
 
 def test_regression_check_catches_a_change_in_an_evaluation_only_experiment(tiny_data, tmp_path, monkeypatch):
     """exp207 only changes the evaluation (test-time flips): mirroring up-down instead of left-right is caught."""
-    from common import runner
+    from common import evaluation
 
-    original, calls = runner.class_probabilities, []
+    original, calls = evaluation.class_probabilities, []
 
     def wrong_axis(model, x):
         calls.append(1)
         return original(model, x[:, ::-1, ::-1, :] if len(calls) % 2 == 0 else x)  # the mirror copy, flipped up-down
 
     folder = experiments.find("exp207")
-    monkeypatch.setattr(runner, "class_probabilities", wrong_axis)
+    monkeypatch.setattr(evaluation, "class_probabilities", wrong_axis)
     changed = regression.differences(folder, regression.run(folder, tiny_data, tmp_path))
     assert calls and changed and all(line.startswith("exp207_test_time_flip ") for line in changed)
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from common import results as results_module
-from common import runner
+from common import evaluation, runner
 from conftest import REPO, run_script, trial_path
 
 EXP001 = REPO / "exp001_simple_dense" / "train.py"
@@ -401,17 +401,17 @@ def test_crossentropy_is_plain_where_keras_loss_carries_smoothing_and_a_penalty(
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), kernel])
     model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2),
                   metrics=["accuracy"])
-    metrics, test_probabilities = runner.evaluate(model, dataset, {"test_time_flip": False, "one_hot": True})
+    metrics, test_probabilities = evaluation.evaluate(model, dataset, {"test_time_flip": False, "one_hot": True})
     penalty = 0.01 * float(np.sum(np.square(kernel.kernel.numpy())))
     for split, (x, y) in dataset.splits().items():
-        p = runner.class_probabilities(model, x)
+        p = evaluation.class_probabilities(model, x)
         # by hand: the true class's probability alone, and Keras' targets 0.8 * one-hot + 0.2 / 10
         assert metrics[split]["crossentropy"] == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-5)
         smoothed = 0.8 * np.eye(10)[y] + 0.02
         assert metrics[split]["loss"] == pytest.approx(-np.mean(np.sum(smoothed * np.log(p), axis=1)) + penalty,
                                                        rel=1e-4)
         assert metrics[split]["loss"] > metrics[split]["crossentropy"] + 0.01
-    assert np.array_equal(test_probabilities, runner.class_probabilities(model, dataset.x_test))
+    assert np.array_equal(test_probabilities, evaluation.class_probabilities(model, dataset.x_test))
 
 
 def test_rescore_adds_the_crossentropy_to_a_trial_from_before_it_from_its_kept_weights(tiny_data, tmp_path,

@@ -496,7 +496,7 @@ def test_vector_instructions_names_the_widest_extension():
 
 def test_trial_cost_counts_a_variant_no_folder_holds(tmp_path):
     from common import experiments
-    from common.runner import UsageError
+    from common.cli import UsageError
 
     trial_cost = _trial_cost()
     folder = [experiments.find("exp206")]
