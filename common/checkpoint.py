@@ -41,7 +41,7 @@ class Checkpoint:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.state_path = directory / "state.json"
+        self.state_path = directory / results.CHECKPOINT_STATE
 
     def load_state(self) -> dict | None:
         if not self.state_path.exists():

@@ -30,7 +30,8 @@ import pandas as pd
 
 from common.cli import EXIT_USAGE
 from common import data as fmnist
-from common import experiments, predictions, results, stats, summarize, variants
+from common import experiments, predictions, results, stats, variants
+from common.trials import SPLITS, collect_trials
 from common.markdown import table as markdown_table
 from common.data import CLASS_NAMES
 
@@ -112,7 +113,7 @@ def metrics_comparison(trials: pd.DataFrame, a: str, b: str, same_loss: bool = T
     test; `same_loss` False when the two recipes' losses measure different things (then their
     difference is shown without a test)."""
     rows = []
-    for split in summarize.SPLITS:
+    for split in SPLITS:
         for metric in ("accuracy", "loss", "crossentropy"):
             values_a = trials[(trials.side == a) & (trials.split == split)][metric]
             values_b = trials[(trials.side == b) & (trials.split == split)][metric]
@@ -197,7 +198,7 @@ def render(a: Side | Path, b: Side | Path, results_dir: Path, markdown: bool, co
 
     heading("Metrics")
     loss_a, loss_b = (loss_definition(one.config()) for one in (a, b))
-    trials, problems = summarize.collect_trials(results_dir, with_variants=True)
+    trials, problems = collect_trials(results_dir, with_variants=True)
     if not trials.empty:
         trials = trials.assign(side=[variants.label(f, v) for f, v in zip(trials.folder, trials.variant)])
         trials = trials[trials.side.isin([a.label, b.label]) & ((trials.data == data) if data else True)]

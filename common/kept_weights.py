@@ -11,6 +11,7 @@ import numpy as np
 
 from common import data as fmnist
 from common import experiments, results
+from common.record import TrialRecord, data_fingerprint, read as read_record
 from common.checkpoint import layers_only, save_weights
 from common.cli import UsageError
 from common.evaluation import evaluate
@@ -18,17 +19,17 @@ from common.training import kept_model, trial_seed
 
 
 def reusable_base_trial(base_directory: Path | None, config: dict, trial: int, fingerprint: str,
-                        defaults: dict | None = None) -> dict | None:
+                        defaults: dict | None = None) -> TrialRecord | None:
     """The base experiment's finished record of this trial when its kept weights are what this trial
     would train: same data, same seed, same config but for the evaluation keys. Else None."""
     if base_directory is None or not (base_directory / results.WEIGHTS_FILE).exists():
         return None
-    record = results.finished_record(base_directory / results.METRICS_FILE)
-    if record is None or record.get("provenance", {}).get("data", {}).get("fingerprint") != fingerprint:
+    record = read_record(base_directory / results.METRICS_FILE)
+    if record is None or data_fingerprint(record) != fingerprint:
         return None
-    if config["fix_seed"] and record.get("seed") != trial_seed(config, trial):
+    if config["fix_seed"] and record["seed"] != trial_seed(config, trial):
         return None
-    if experiments.training_difference(record.get("config", {}), config, defaults):
+    if experiments.training_difference(record["config"], config, defaults):
         return None
     return record
 
@@ -51,8 +52,7 @@ def score_base_weights(trial: int, directory: Path, base: dict, base_directory: 
         "started_at": started_at, "finished_at": results.now_iso(),
         "parameters": int(model.count_params()),
         "weights_from": {"folder": base["folder"], "trial": base["trial"], "wall_seconds": base["wall_seconds"],
-                         "finished_at": base.get("finished_at"),
-                         "hardware": base.get("provenance", {}).get("hardware")},
+                         "finished_at": base["finished_at"], "hardware": base["provenance"].get("hardware")},
     }
     save_weights(layers_only(model), directory / results.WEIGHTS_FILE)
     return record, test_probabilities
@@ -66,7 +66,7 @@ def rescore_trial(directory: Path, config: dict, build_model: Callable[[dict], A
     """Add to a finished trial's metrics what `evaluate` records now and the trial lacks, from its kept
     weights. The recorded figures stay as they were; the weights must first reproduce them (loss to
     RESCORE_LOSS_RTOL, accuracy to an image in a thousand, for near-ties), or nothing is written."""
-    record = results.finished_record(directory / results.METRICS_FILE)
+    record = read_record(directory / results.METRICS_FILE)
     if not (directory / results.WEIGHTS_FILE).exists():
         log(f"{label}: no kept weights ({results.WEIGHTS_FILE}: trained elsewhere or before they were kept); "
             f"not rescored")

@@ -7,6 +7,8 @@ epoch's batches are the same whether the trial ran straight through or was resum
 from __future__ import annotations
 
 import numpy as np
+
+from common.augment import augmenter
 from common.tensorflow_setup import tf  # TensorFlow, started without its start-up notices
 
 NUM_CLASSES = 10
@@ -37,8 +39,6 @@ def epoch_seed(trial_seed: int, epoch: int) -> int:
 
 def train_dataset(x: np.ndarray, y: np.ndarray, config: dict, seed: int) -> tf.data.Dataset:
     """One epoch of training batches: shuffled by `seed`, then augmented batch by batch."""
-    from common.augment import augmenter  # late import: augment imports this module's constants
-
     order = np.random.default_rng(seed).permutation(len(x))
     ds = tf.data.Dataset.from_tensor_slices((x[order], labels_for(y[order], config)))
     ds = ds.batch(config["batch_size"])

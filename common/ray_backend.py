@@ -115,7 +115,7 @@ def accept(trial, reply: dict, copy, results_dir: Path, smoke: bool, force: bool
     for name in TRIAL_FILES:  # metrics.json last: the trial counts as finished once it is there
         if name in reply["files"]:
             results.atomic_write_bytes(directory / name, reply["files"][name])
-    shutil.rmtree(directory / "checkpoint", ignore_errors=True)  # a local run's leftover, now superseded
+    shutil.rmtree(directory / results.CHECKPOINT_DIR, ignore_errors=True)  # a local run's leftover, now superseded
     return ""
 
 

@@ -27,6 +27,8 @@ VARIANTS_SUBDIR = "variants"  # an experiment's runs with overrides: <experiment
 METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE = "metrics.json", "history.csv", "predictions.npz"
 # The trained weights a trial evaluated (no optimizer state): kept locally, never committed (.gitignore).
 WEIGHTS_FILE = "model.weights.h5"
+# a running trial's checkpoint folder and the state file in it (common/checkpoint.py), its lock file
+CHECKPOINT_DIR, CHECKPOINT_STATE, LOCK_FILE = "checkpoint", "state.json", ".lock"
 # A finished trial's files, metrics.json last: whoever copies a trial (Ray's driver, merge) writes it
 # in this order, so that a trial counts as finished only once all of it is there.
 TRIAL_FILES = (WEIGHTS_FILE, HISTORY_FILE, PREDICTIONS_FILE, METRICS_FILE)
@@ -133,7 +135,7 @@ def read_predictions(path: Path) -> Predictions:
 def trial_lock(directory: Path) -> Iterator[bool]:
     """Yields False when another process holds this trial; the OS drops the lock if we die."""
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
+    with open(directory / LOCK_FILE, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -142,6 +144,19 @@ def trial_lock(directory: Path) -> Iterator[bool]:
         handle.write(str(os.getpid()))
         handle.flush()
         yield True
+
+
+def is_locked(lock_path: Path) -> bool:
+    """True when another process holds this trial's lock (trial_lock) right now."""
+    if not lock_path.exists():
+        return False
+    with open(lock_path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def now_iso() -> str:
@@ -230,11 +245,3 @@ def provenance(data: dict[str, Any], experiment_folder: str | None = None) -> di
     sent = os.environ.get(GIT_STATE_ENV_VAR)
     git = json.loads(sent) if sent else git_state(code)
     return {"git": git, "versions": versions(), "hardware": hardware(), "data": data}
-
-
-def finished_record(path: Path) -> dict | None:
-    """A finished trial's metrics.json, or None where there is none (or it cannot be read)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

@@ -45,8 +45,9 @@ from tqdm import tqdm
 
 from common import data as fmnist
 from common import experiments, results, summarize, variants
+from common.trials import collect_trials
 from common.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from common.schedule import Trial, next_ready, plan, train_arguments, waits_elsewhere
+from common.schedule import Trial, next_ready, plan, threads_per_trial, train_arguments, waits_elsewhere
 
 LOG_NAME = "run_all.log"
 EPOCH_LINE = re.compile(r" epoch +(\d+)/(\d+) ")  # the runner's per-epoch progress line
@@ -142,7 +143,7 @@ class Progress:
 
 def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool:
     """Run the trials as local processes, `args.jobs` at a time; returns False when interrupted."""
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+    threads = threads_per_trial(args.jobs)
     waiting, running = deque(todo), {}
     lines: queue.Queue = queue.Queue()
     progress = Progress(todo, args.jobs, args.typical_seconds)
@@ -189,7 +190,7 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
 
 def typical_seconds(results_dir: Path, data_name: str) -> dict[str, float]:
     """Median wall time of each experiment's finished trials on this data: the basis of "time left"."""
-    finished, _ = summarize.collect_trials(results_dir)
+    finished, _ = collect_trials(results_dir)
     if finished.empty:
         return {}
     finished = finished[(finished.data == data_name) & (finished.split == "test")]
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1 or (args.trials is not None and args.trials < 1) or (args.epochs is not None and args.epochs < 1):
         parser.error("--jobs, --trials and --epochs must be at least 1")
     if args.cpus_per_trial is None:  # the threads plain run_all gives a trial: the same numbers
-        args.cpus_per_trial = float(max(1, (os.cpu_count() or 1) // args.jobs))
+        args.cpus_per_trial = float(threads_per_trial(args.jobs) or (os.cpu_count() or 1))
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0 or args.retries < 0:
         parser.error("--cpus-per-trial must be positive, --gpus-per-trial and --retries not negative")
     args.results_dir = args.results_dir.expanduser().resolve()
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("would run as a Ray task: python", " ".join(ray_backend.trial_command(
                     t, args, max(1, int(args.cpus_per_trial)))))
             else:
-                command = trial_command(t, args, max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
+                command = trial_command(t, args, threads_per_trial(args.jobs))
                 print("would run: python", " ".join(command[2:])
                       + (f"  (after {t.after.name}{', running elsewhere' if t.after.state == 'locked' else ''}"
                          f": scores its weights)" if t.after else ""))

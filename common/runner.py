@@ -29,6 +29,7 @@ from common import results, variants
 from common.checkpoint import Checkpoint
 from common.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, build_parser, parse_config
 from common.experiments import RUNNER_DEFAULTS, config_difference
+from common.record import SCHEMA_VERSION, data_fingerprint, read as read_record
 from common.kept_weights import rescore_trial, reusable_base_trial, score_base_weights
 from common.tensorflow_setup import configure as configure_tensorflow
 from common.training import TrainingDiverged, run_trial
@@ -89,17 +90,17 @@ def _run(folder, experiment, base, explanation, default_config, config, override
     finished = 0
     for trial in range(config["trials"]):
         directory = results.trial_dir(results_dir, copy.name, folder, trial, args.smoke, variant_name)
-        record = results.finished_record(directory / results.METRICS_FILE)
+        record = read_record(directory / results.METRICS_FILE)
         finished += record is not None and not args.force  # --force replaces them
         if record is not None:
-            recorded = str(record.get("provenance", {}).get("data", {}).get("fingerprint"))
+            recorded = str(data_fingerprint(record))
             if recorded != copy.fingerprint:
                 raise UsageError(
                     f"{directory} holds a trial on other data (sha256 {recorded[:16]}…, this data "
                     f"{copy.fingerprint[:16]}…) under the same name; move it away or give another "
                     f"--results-dir")
         if record is not None and not args.force:
-            difference = config_difference(record.get("config", {}), config, default_config)
+            difference = config_difference(record["config"], config, default_config)
             if difference and args.rescore:
                 raise UsageError(f"{directory} was run with another config ({difference}); to rescore it, "
                                  f"give the overrides it ran with (its metrics.json lists them)")
@@ -149,7 +150,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
             if not args.force and (directory / results.METRICS_FILE).exists():
                 continue  # another process finished it while we were busy with earlier trials
             if args.force:
-                Checkpoint(directory / "checkpoint").remove()
+                Checkpoint(directory / results.CHECKPOINT_DIR).remove()
             label = f"{where} trial {trial + 1}/{config['trials']}"
             base_directory = (results.trial_dir(results_dir, copy.name, source[0].name, trial, args.smoke, source[1])
                               if source else None)
@@ -165,12 +166,12 @@ def _run(folder, experiment, base, explanation, default_config, config, override
                 record, test_probabilities = run_trial(trial, directory, config, build_model, dataset, label,
                                                        log, default_config)
             results.write_predictions(directory / results.PREDICTIONS_FILE, test_probabilities, dataset.y_test)
-            record = {"experiment": experiment, "folder": folder, "base": base,
+            record = {"schema": SCHEMA_VERSION, "experiment": experiment, "folder": folder, "base": base,
                       "explanation": explanation, "smoke": args.smoke, **record,
                       "epochs_max": config["epochs"], "default_trials": default_config["trials"],
                       "overrides": overrides, "variant": variant_name, "config": config, "provenance": provenance}
             results.atomic_write_json(directory / results.METRICS_FILE, record)
-            Checkpoint(directory / "checkpoint").remove()
+            Checkpoint(directory / results.CHECKPOINT_DIR).remove()
             test = record["metrics"]["test"]
             log(f"{label} done: test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}), "
                 f"best epoch {record['best_epoch']} of {record['epochs_run']}, "

@@ -9,7 +9,7 @@ evaluation-only trial waits for the trial whose weights it scores (`Trial.after`
 from __future__ import annotations
 
 import argparse
-import fcntl
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,19 +50,6 @@ class Trial:
         return results.trial_dir(results_dir, data_name, self.folder.name, self.index, smoke, self.variant_name)
 
 
-def locked(lock_path: Path) -> bool:
-    """True when another process holds this trial's lock right now."""
-    if not lock_path.exists():
-        return False
-    with open(lock_path) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
-
-
 def experiment_variants(folder: Path, args: argparse.Namespace) -> list[tuple[dict, int | None]]:
     """The variants of one experiment that the run asks for, each with its own trial count (None: the
     run's): every combination of --set's values, the variants its variants.txt lists (--planned), each
@@ -93,12 +80,12 @@ def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_
             for index in range(count):
                 trial = Trial(folder, index, count, variant, planned_trials)
                 directory = trial.directory(results_dir, data_name, args.smoke)
-                trial.lock = directory / ".lock"
+                trial.lock = directory / results.LOCK_FILE
                 if (directory / results.METRICS_FILE).exists() and not args.force:
                     trial.state = "done"
-                elif locked(trial.lock):
+                elif results.is_locked(trial.lock):
                     trial.state = "locked"
-                elif (directory / "checkpoint" / "state.json").exists():
+                elif (directory / results.CHECKPOINT_DIR / results.CHECKPOINT_STATE).exists():
                     trial.state = "resumable"
                 trials.append(trial)
     # An evaluation-only experiment (exp207 over exp206), or a variant of evaluation keys only, scores the
@@ -114,6 +101,12 @@ def plan(folders: list[Path], args: argparse.Namespace, results_dir: Path, data_
         if source is not None:
             trial.after = to_run.get((*source, trial.index))
     return trials
+
+
+def threads_per_trial(jobs: int) -> int:
+    """TensorFlow threads for each of `jobs` trials side by side: the cores shared out; 0 (TensorFlow's
+    default, every core) for one trial at a time."""
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
 
 
 def train_arguments(trial: Trial, args: argparse.Namespace, threads: int) -> list[str]:
@@ -132,14 +125,15 @@ def train_arguments(trial: Trial, args: argparse.Namespace, threads: int) -> lis
 
 def waits_elsewhere(trial: Trial) -> bool:
     """True while the trial waits for a base trial that another process is running."""
-    return trial.after is not None and trial.after.state == "locked" and locked(trial.after.lock)
+    return trial.after is not None and trial.after.state == "locked" and results.is_locked(trial.after.lock)
 
 
 def next_ready(waiting: deque[Trial]) -> Trial | None:
     """Take the first waiting trial that waits for no other (see Trial.after)."""
     for trial in waiting:
         after = trial.after  # ended here, or let go by the process that ran it elsewhere
-        if after is None or after.returncode is not None or (after.state == "locked" and not locked(after.lock)):
+        if (after is None or after.returncode is not None
+                or (after.state == "locked" and not results.is_locked(after.lock))):
             waiting.remove(trial)
             return trial
     return None

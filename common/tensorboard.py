@@ -32,6 +32,7 @@ from pathlib import Path
 
 from common import experiments, results
 from common.cli import EXIT_OK, EXIT_USAGE
+from common.record import TrialRecord, upgrade
 
 DEFAULT_LOGDIR = results.REPO_ROOT / "tensorboard"
 STAMP = ".source"  # in each run's folder: the hash of the result files it was written from
@@ -68,11 +69,11 @@ def hparam_value(value):
     return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
 
 
-def hparams_of(record: dict) -> dict:
-    values = {key: hparam_value(value) for key, value in sorted(record.get("config", {}).items())}
-    values.update(experiment=record["experiment"], variant=record.get("variant") or "(recipe)",
-                  data=record["provenance"]["data"].get("name", ""), trial=int(record["trial"]),
-                  seed=hparam_value(record.get("seed")))
+def hparams_of(record: TrialRecord) -> dict:
+    values = {key: hparam_value(value) for key, value in sorted(record["config"].items())}
+    values.update(experiment=record["experiment"], variant=record["variant"] or "(recipe)",
+                  data=record["provenance"].get("data", {}).get("name", ""), trial=int(record["trial"]),
+                  seed=hparam_value(record["seed"]))
     return values
 
 
@@ -83,7 +84,7 @@ def write_run(directory: Path, name: str, trial: Path) -> None:
     from common.tensorflow_setup import tf  # first: TensorFlow starts without its start-up notices
     from tensorboard.plugins.hparams import api as hp
 
-    record = json.loads((trial / results.METRICS_FILE).read_text())
+    record = upgrade(json.loads((trial / results.METRICS_FILE).read_text()))
     history = pd.read_csv(trial / results.HISTORY_FILE) if (trial / results.HISTORY_FILE).exists() else pd.DataFrame()
     shutil.rmtree(directory, ignore_errors=True)
     writer = tf.summary.create_file_writer(str(directory))
@@ -98,7 +99,7 @@ def write_run(directory: Path, name: str, trial: Path) -> None:
             value = record["metrics"].get(split, {}).get(metric)
             if value is not None:
                 tf.summary.scalar(f"final/{split}_{metric}", float(value), step=last)
-        tf.summary.text("provenance", "```\n" + json.dumps(record.get("provenance", {}), indent=1) + "\n```", step=0)
+        tf.summary.text("provenance", "```\n" + json.dumps(record["provenance"], indent=1) + "\n```", step=0)
     writer.close()
     results.atomic_write_text(directory / STAMP, stamp(trial))
 
@@ -134,7 +135,7 @@ def export(results_dir: Path, logdir: Path, only: list[str] | None = None, log=p
     if stale or removed:
         names = set()
         for trial in finished_trials(results_dir).values():
-            names |= set(hparams_of(json.loads((trial / results.METRICS_FILE).read_text())))
+            names |= set(hparams_of(upgrade(json.loads((trial / results.METRICS_FILE).read_text()))))
         write_hparams_config(logdir, names)
     return len(stale), len(runs) - len(stale), removed
 

@@ -75,7 +75,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
 
     from common import pipeline
 
-    checkpoint = Checkpoint(directory / "checkpoint")
+    checkpoint = Checkpoint(directory / results.CHECKPOINT_DIR)
     for litter in directory.rglob(".*.tmp*"):  # temporary files of a process killed mid-write
         litter.unlink(missing_ok=True)
     state = checkpoint.load_state()

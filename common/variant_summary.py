@@ -95,7 +95,7 @@ def _accuracy(rows: pd.DataFrame, split: str) -> pd.Series:
 
 def comparisons(trials: pd.DataFrame, results_dir: Path, plans: list[Planned] | None = None) -> pd.DataFrame:
     """variants.csv: one row per data copy and variant with finished trials (`trials` from
-    summarize.collect_trials(with_variants=True)), and one per planned variant still without any on
+    common.trials.collect_trials(with_variants=True)), and one per planned variant still without any on
     each data copy where its recipe has trials."""
     rows = []
     found = set()

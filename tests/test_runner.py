@@ -15,6 +15,7 @@ import pytest
 
 from common import results as results_module
 from common import evaluation, runner
+from common import record as trial_record
 from conftest import REPO, run_script, trial_path
 
 EXP001 = REPO / "exp001_simple_dense" / "train.py"
@@ -462,10 +463,18 @@ def test_records_from_before_a_runner_option_existed_still_count_as_finished(tin
     assert module.main(args) == 0
     path = trial_path(tmp_path, "exp001_simple_dense") / "metrics.json"
     record = json.loads(path.read_text())
+    assert record["schema"] == trial_record.SCHEMA_VERSION
     del record["config"]["test_time_flip"]  # as written before the option existed
+    for field in ("schema", "variant", "speed", "overrides"):  # and before the record had these
+        del record[field]
     path.write_text(json.dumps(record))
     capsys.readouterr()
     assert module.main(args) == 0 and "1 already finished" in capsys.readouterr().out
+    # every tool reads it in today's shape: what each missing field's absence meant
+    upgraded = trial_record.read(path)
+    assert upgraded["schema"] == 1 and upgraded["variant"] == "" and upgraded["speed"] == {}
+    assert upgraded["overrides"] == {} and upgraded["metrics"] == record["metrics"]
+    assert trial_record.read(path.with_name("missing.json")) is None
 
 
 def test_probe_options_valid_split_and_monitor(tiny_data, tmp_path, capsys):

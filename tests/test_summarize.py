@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common import summarize
+from common import estimates, summarize
 
 FINGERPRINT = "f" * 64
 DATA = "data-ffffffff"  # the name summaries give the data of FINGERPRINT
@@ -164,7 +164,7 @@ def _remaining(results, *ids, epoch_seconds=None):
     trials, _ = summarize.collect_trials(results)
     summary = summarize.summarize_trials(trials, results)
     folders = [experiments.find(i) for i in ids]
-    return summarize.remaining_compute(summary, DATA, epoch_seconds, folders=folders)
+    return estimates.remaining_compute(summary, DATA, epoch_seconds, folders=folders)
 
 
 def test_the_compute_still_to_run_is_estimated_from_the_finished_trials(results, tmp_path):
@@ -197,7 +197,7 @@ def test_an_experiment_without_finished_trials_is_estimated_from_its_running_tri
     broken = results / DATA / "exp112_lr_retune" / "trial_0" / "checkpoint"
     broken.mkdir(parents=True)
     (broken / "state.json").write_text("{half a fi")  # being written, or damaged: no estimate from it
-    epoch_seconds = summarize.running_epoch_seconds(results, DATA)
+    epoch_seconds = estimates.running_epoch_seconds(results, DATA)
     assert epoch_seconds == {"exp111_cosine_decay": 110.0}
     text = _remaining(results, "exp001", "exp102", "exp111", "exp109", epoch_seconds=epoch_seconds)
     # exp111: 10 trials x 10.5 epochs (early stopping, and no finished base: the finished runs' median,
