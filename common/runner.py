@@ -31,8 +31,15 @@ from common.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Usage
 from common.experiments import RUNNER_DEFAULTS, config_difference
 from common.record import SCHEMA_VERSION, data_fingerprint, read as read_record
 from common.kept_weights import rescore_trial, reusable_base_trial, score_base_weights
-from common.tensorflow_setup import configure as configure_tensorflow
+from common import tensorflow_setup
 from common.training import TrainingDiverged, run_trial
+
+
+def configure_tensorflow(threads: int, fix_seed: bool, jit_compile: bool) -> None:
+    try:
+        tensorflow_setup.configure(threads, fix_seed, jit_compile)
+    except ValueError as e:  # the threads of a process that already runs TensorFlow
+        raise UsageError(str(e)) from None
 
 
 def run_experiment(train_file: str, experiment: str, base: str | None, explanation: str,

@@ -56,15 +56,16 @@ with start_up_notices_dropped():
 
     tf.config.list_physical_devices("GPU")  # the first device query is where cuInit complains
 
-def configure(threads: int, fix_seed: bool, jit_compile: bool = False) -> None:
-    from common.cli import UsageError
 
+def configure(threads: int, fix_seed: bool, jit_compile: bool = False) -> None:
+    """TensorFlow's threads, and op determinism for seeded trials (not under XLA, which refuses some
+    gradients under it); ValueError where the threads can no longer change in this process."""
     if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow fixes its thread pools when it first runs an op
-            raise UsageError(f"--threads {threads}: TensorFlow already runs in this process with "
+            raise ValueError(f"--threads {threads}: TensorFlow already runs in this process with "
                              f"another thread count; start a new process (or notebook kernel)") from None
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)  # share a notebook's GPU politely
