@@ -66,13 +66,18 @@ def conv_timer():
     return timed
 
 
+def random_images(config: dict, batches: int) -> tuple[np.ndarray, np.ndarray]:
+    """`batches` batches of the experiment's size: uniform images and random classes, the same each call."""
+    rng = np.random.default_rng(0)
+    images = rng.random((config["batch_size"] * batches, 28, 28, 1), dtype=np.float32)
+    return images, rng.integers(0, 10, len(images))
+
+
 def fit_timer(model, config: dict, batches: int):
     """A function that trains `model` on `batches` batches: seconds per batch (after a warm-up fit)."""
     from common import pipeline
 
-    rng = np.random.default_rng(0)
-    images = rng.random((config["batch_size"] * batches, 28, 28, 1), dtype=np.float32)
-    labels = rng.integers(0, 10, len(images))
+    images, labels = random_images(config, batches)
 
     def timed(seed: int) -> float:
         data = pipeline.train_dataset(images, labels, config, seed)
@@ -88,9 +93,7 @@ def pipeline_timer(config: dict, batches: int):
     """A function that reads `batches` training batches without training: the input pipeline's share."""
     from common import pipeline
 
-    rng = np.random.default_rng(0)
-    images = rng.random((config["batch_size"] * batches, 28, 28, 1), dtype=np.float32)
-    labels = rng.integers(0, 10, len(images))
+    images, labels = random_images(config, batches)
 
     def timed(seed: int) -> float:
         start = time.perf_counter()

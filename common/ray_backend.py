@@ -186,7 +186,6 @@ def execute(todo: list, args: argparse.Namespace, copy, log_path: Path, progress
             in_flight[remote.remote(trial_command(trial, args, threads), trial.folder.name, trial.index,
                                     code, inputs, trial.variant_name)] = trial
 
-
         try:
             while waiting or in_flight:
                 # Submit every trial that waits for no other; Ray runs what the resources allow. An

@@ -63,12 +63,6 @@ def update_experiment_readmes(root: Path, summary: pd.DataFrame, steps: pd.DataF
                               reference: pd.DataFrame) -> list[Path]:
     """Rewrite the result line of every experiment README under `root` (appended where it has no
     markers yet); returns the READMEs written."""
-    written = []
-    for folder in experiments.all_folders(root):
-        readme = folder / "README.md"
-        text = readme.read_text(encoding="utf-8") if readme.exists() else ""
-        generated = section(folder.name, summary, steps, reference)
-        if generated not in text:
-            markdown.replace_between(readme, MARKER_START, MARKER_END, generated)
-            written.append(readme)
-    return written
+    return [folder / "README.md" for folder in experiments.all_folders(root)
+            if markdown.replace_between(folder / "README.md", MARKER_START, MARKER_END,
+                                        section(folder.name, summary, steps, reference))]

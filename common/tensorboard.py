@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common import experiments, results
 from common.cli import EXIT_OK, EXIT_USAGE
-from common.record import TrialRecord, upgrade
+from common.record import TrialRecord, read as read_record
 
 DEFAULT_LOGDIR = results.REPO_ROOT / "tensorboard"
 STAMP = ".source"  # in each run's folder: the hash of the result files it was written from
@@ -40,20 +40,22 @@ SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "ima
 FINAL = [(split, metric) for split in ("train", "valid", "test") for metric in ("accuracy", "crossentropy")]
 
 
-def finished_trials(results_dir: Path, only: list[str] | None = None) -> dict[str, Path]:
+def finished_trials(results_dir: Path) -> dict[str, Path]:
     """{run name: trial folder} of every finished, non-smoke trial (recipes and variants)."""
     runs = {}
     for pattern in results.TRIAL_PATTERNS:
         for path in sorted(results_dir.glob(pattern)):
             relative = path.relative_to(results_dir)
-            if relative.parts[0] == "smoke":
-                continue
-            data, folder, variant = results.trial_location(relative)
-            experiment = experiments.experiment_id(folder)
-            if only and not any(fnmatch.fnmatch(experiment, p) or fnmatch.fnmatch(folder, p) for p in only):
-                continue
-            runs["/".join(filter(None, [data, folder, variant, path.parent.name]))] = path.parent
+            if relative.parts[0] != "smoke":
+                data, folder, variant = results.trial_location(relative)
+                runs["/".join(filter(None, [data, folder, variant, path.parent.name]))] = path.parent
     return runs
+
+
+def chosen(name: str, only: list[str]) -> bool:
+    """Whether a run's experiment (its id or folder, the name's second part) matches one of `only`."""
+    folder = name.split("/")[1]
+    return any(fnmatch.fnmatch(experiments.experiment_id(folder), p) or fnmatch.fnmatch(folder, p) for p in only)
 
 
 def stamp(trial: Path) -> str:
@@ -77,14 +79,21 @@ def hparams_of(record: TrialRecord) -> dict:
     return values
 
 
-def write_run(directory: Path, name: str, trial: Path) -> None:
-    """One trial's event file: scalars per epoch, hparams with the final metrics, provenance as text."""
+def trial_record(trial: Path) -> TrialRecord:
+    record = read_record(trial / results.METRICS_FILE)
+    if record is None:
+        raise ValueError(f"{trial / results.METRICS_FILE} cannot be read")
+    return record
+
+
+def write_run(directory: Path, name: str, trial: Path, record: TrialRecord, source: str) -> None:
+    """One trial's event file: scalars per epoch, hparams with the final metrics, provenance as text;
+    `source`, the stamp of the result files it is written from, goes beside it."""
     import pandas as pd
 
     from common.tensorflow_setup import tf  # first: TensorFlow starts without its start-up notices
     from tensorboard.plugins.hparams import api as hp
 
-    record = upgrade(json.loads((trial / results.METRICS_FILE).read_text()))
     history = pd.read_csv(trial / results.HISTORY_FILE) if (trial / results.HISTORY_FILE).exists() else pd.DataFrame()
     shutil.rmtree(directory, ignore_errors=True)
     writer = tf.summary.create_file_writer(str(directory))
@@ -101,7 +110,7 @@ def write_run(directory: Path, name: str, trial: Path) -> None:
                 tf.summary.scalar(f"final/{split}_{metric}", float(value), step=last)
         tf.summary.text("provenance", "```\n" + json.dumps(record["provenance"], indent=1) + "\n```", step=0)
     writer.close()
-    results.atomic_write_text(directory / STAMP, stamp(trial))
+    results.atomic_write_text(directory / STAMP, source)
 
 
 def write_hparams_config(logdir: Path, names: set[str]) -> None:
@@ -119,24 +128,25 @@ def write_hparams_config(logdir: Path, names: set[str]) -> None:
     writer.close()
 
 
-def export(results_dir: Path, logdir: Path, only: list[str] | None = None, log=print) -> tuple[int, int, int]:
+def export(results_dir: Path, logdir: Path, only: list[str] | None = None) -> tuple[int, int, int]:
     """Write what changed; returns (runs written, runs unchanged, runs removed)."""
-    runs = finished_trials(results_dir, only)
-    stale = [name for name, trial in runs.items()
-             if not (logdir / name / STAMP).exists() or (logdir / name / STAMP).read_text() != stamp(trial)]
+    every = finished_trials(results_dir)
+    runs = {name: trial for name, trial in every.items() if chosen(name, only)} if only else every
+    stamps = {name: stamp(trial) for name, trial in runs.items()}
+    stale = [name for name in runs
+             if not (logdir / name / STAMP).exists() or (logdir / name / STAMP).read_text() != stamps[name]]
     removed = 0
     if not only:  # runs whose trials are gone (a partial export leaves the others alone)
         for old in sorted(logdir.rglob(STAMP)) if logdir.exists() else []:  # listed before any is removed
             if old.parent.relative_to(logdir).as_posix() not in runs:
                 shutil.rmtree(old.parent)
                 removed += 1
+    if not stale and not removed:
+        return 0, len(runs), 0
+    records = {name: trial_record(trial) for name, trial in every.items()}  # the dashboard's columns: all
     for name in stale:
-        write_run(logdir / name, name, runs[name])
-    if stale or removed:
-        names = set()
-        for trial in finished_trials(results_dir).values():
-            names |= set(hparams_of(upgrade(json.loads((trial / results.METRICS_FILE).read_text()))))
-        write_hparams_config(logdir, names)
+        write_run(logdir / name, name, runs[name], records[name], stamps[name])
+    write_hparams_config(logdir, set().union(*(hparams_of(record) for record in records.values())))
     return len(stale), len(runs) - len(stale), removed
 
 

@@ -231,9 +231,8 @@ def update_experiment_readmes(root: Path, variant_rows: pd.DataFrame,
         if MARKER_START not in text and folder.name not in with_variants:
             continue
         links = {data: link for (data, name), link in plot_links.items() if name == folder.name}
-        section = experiment_section(folder.name, variant_rows, links)
-        if section not in text:
-            markdown.replace_between(readme, MARKER_START, MARKER_END, section)
+        if markdown.replace_between(readme, MARKER_START, MARKER_END,
+                                    experiment_section(folder.name, variant_rows, links)):
             written.append(readme)
     return written
 
