@@ -9,12 +9,13 @@ DepthwiseConv2D and Dense layers (batch norm, activations, pooling and additions
 percent). A training image costs three forward passes (the forward pass, and the backward pass's
 gradients with respect to activations and to weights, Kaplan et al. 2020), a valid image one; an
 epoch is the 54,000 training and 6,000 valid images, and a trial its planned epochs (early stopping
-can end it sooner). Beside the count: the seconds per epoch of the finished trials under
-results/<data>/ (median over their epochs, the first left out for tracing), with the CPU and threads
-they ran on, and the operations per second that makes; where the trials ran on several machines,
-the figures are the fastest one's and `ran on` gives each machine's median seconds an epoch. With
---device-tflops R, the minutes a trial
-would take at a sustained R TFLOP/s: an assumption you give, not a measurement (small nets at batch
+can end it sooner); *TFLOP spent/trial* is what the finished trials spent on average, the epochs they
+ran and their scoring (common/cost.py, the time-to-accuracy table's figure). Beside the count: the
+seconds per epoch of the finished trials under results/<data>/ (median over their epochs, the first
+left out for tracing), with the CPU and threads they ran on, and the operations per second that makes;
+where the trials ran on several machines, the figures are the fastest one's and `ran on` gives each
+machine's median seconds an epoch. With --device-tflops R, the minutes a trial would take at a
+sustained R TFLOP/s: an assumption you give, not a measurement (small nets at batch
 128 reach a small fraction of a GPU's peak; the input pipeline may bound them first).
 
 With --set KEY=VALUE [KEY=VALUE ...], the same count for a variant of the recipes that no folder holds yet,
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from common import tensorflow_setup  # noqa: E402,F401  (quiets TensorFlow's start-up notices)
 from common import data as fmnist  # noqa: E402
-from common import experiments, flops, results  # noqa: E402
+from common import cost, experiments, flops, results  # noqa: E402
 from common.cli import UsageError  # noqa: E402
 from common.variants import parse_like  # noqa: E402
 
@@ -110,6 +111,9 @@ def cost_table(folders: list[Path], results_dir: Path, data: str, settings: list
         row = {"experiment": name, "parameters": model.count_params(), "MFLOP/image": forward / 1e6,
                "TFLOP/epoch": epoch / 1e12, "epochs": epochs, "TFLOP/trial": epoch * epochs / 1e12,
                "trials": config["trials"], "trials run": measured.get("trials", 0)}
+        spent = cost.trial_costs(results_dir, data, [folder.name]) if not settings else pd.DataFrame()
+        if not spent.empty:
+            row["TFLOP spent/trial"] = spent.tflop.mean()
         if measured:
             row.update({"s/epoch": measured["s/epoch"],
                         "GFLOP/s": epoch / 1e9 / measured["s/epoch"], "hours/trial": measured["hours/trial"],

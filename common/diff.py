@@ -101,8 +101,8 @@ def _mean_std(values: pd.Series) -> str:
 def loss_definition(config: dict) -> str:
     """What a recipe's recorded `loss` is (evaluation.evaluate): Keras' compiled loss, or with test-time
     flips the plain cross-entropy of the averaged probabilities."""
-    if config.get("test_time_flip"):
-        return "the plain cross-entropy of each image's and its mirror image's averaged probabilities"
+    if config.get("test_time_flip") or config.get("test_time_shift"):
+        return "the plain cross-entropy of the probabilities averaged over each image's test-time views"
     smoothing, l2 = config.get("label_smoothing", 0), config.get("l2", 0)
     return ("the cross-entropy" + (f" against targets smoothed by {smoothing:g}" if smoothing else "")
             + (f" plus the L2 penalty ({l2:g} x the squared weights)" if l2 else ""))

@@ -24,18 +24,21 @@ FOLDER_PATTERN = re.compile(r"^exp(\d{3})_[A-Za-z0-9_.-]+$")
 
 # Config keys the runner itself reads besides the required ones, with their defaults.
 #   test_time_flip  evaluate on each image and its mirror image, averaging the two predictions
+#   test_time_shift evaluate also on each image shifted by this many pixels up, down, left and right
+#                   (0: off), averaging the views' predictions (with flips: each view mirrored too)
 #   monitor         what early stopping watches: "val_loss" (lower is better) or "val_accuracy"
 #   valid_split     which 10% of the training file validates: "stratified" (the same fixed, stratified
 #                   draw for every experiment) or "last" (the last 6,000 images, as Keras'
 #                   fit(validation_split=0.1) takes them)
 #   jit_compile     compile the training step with XLA (common/speed.py): how a trial runs, not what it
 #                   computes (EXECUTION_KEYS)
-RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False, "test_time_flip": False, "monitor": "val_loss",
+RUNNER_DEFAULTS = {"fix_seed": True, "one_hot": False, "test_time_flip": False, "test_time_shift": 0,
+                   "monitor": "val_loss",
                    "valid_split": "stratified", "jit_compile": False}
 
 
 # Config keys that change only how a trained model is scored, never how it is trained.
-EVALUATION_KEYS = frozenset({"test_time_flip"})
+EVALUATION_KEYS = frozenset({"test_time_flip", "test_time_shift"})
 # Config keys that change how a trial runs, not what it computes: other kernels for the same step, as
 # another CPU's are. Trials with either value are the same recipe (summarised together, resumable
 # from each other's checkpoints, no variant); each trial records its value.

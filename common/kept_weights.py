@@ -14,7 +14,7 @@ from common import experiments, results
 from common.record import TrialRecord, data_fingerprint, read as read_record
 from common.checkpoint import layers_only, save_weights
 from common.cli import UsageError
-from common.evaluation import evaluate
+from common.evaluation import evaluate, scoring_passes
 from common.training import kept_model, trial_seed
 
 
@@ -50,7 +50,7 @@ def score_base_weights(trial: int, directory: Path, base: dict, base_directory: 
         "stopped_early": base["stopped_early"],
         "wall_seconds": round(time.perf_counter() - start, 1), "sittings": 1,
         "started_at": started_at, "finished_at": results.now_iso(),
-        "parameters": int(model.count_params()),
+        "parameters": int(model.count_params()), "scoring_passes": scoring_passes(config),
         "weights_from": {"folder": base["folder"], "trial": base["trial"], "wall_seconds": base["wall_seconds"],
                          "finished_at": base["finished_at"], "hardware": base["provenance"].get("hardware")},
     }

@@ -201,3 +201,30 @@ def write_all(results_dir: Path, trials: pd.DataFrame, reference: pd.DataFrame,
         files["accuracy"].append(test_accuracy(on_data, reference, plot_dir / "test_accuracy.png", data, ensembles))
         written[data] = files
     return written
+
+
+def time_to_accuracy(rows: pd.DataFrame, path: Path, data: str) -> Path:
+    """Mean test accuracy against TFLOP a trial (log scale), one point per experiment with its min–max,
+    the fast series' targets beside (common/cost.py)."""
+    from common.cost import SERIES_PREFIX, TARGETS
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for series, color, label in ((True, "tab:blue", "fast series (exp3xx)"), (False, "tab:gray", "long recipes")):
+        chosen = rows[rows.experiment.str.startswith(SERIES_PREFIX) == series]
+        if chosen.empty:
+            continue
+        ax.errorbar(chosen.tflop, chosen.test_mean, yerr=[chosen.test_mean - chosen.test_min,
+                                                          chosen.test_max - chosen.test_mean],
+                    fmt="o", color=color, capsize=3, label=f"{label}: mean, min–max")
+        for r in chosen.itertuples():
+            ax.annotate(r.experiment, (r.tflop, r.test_mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.scatter([t for t, _ in TARGETS], [a for _, a in TARGETS], marker="v", color="tab:red", zorder=4,
+               label="targets: this accuracy at this cost or less")
+    ax.set_xscale("log")
+    ax.set_xlabel("TFLOP a trial (training and scoring)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Time to accuracy on {data}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.margins(x=0.15)  # room for the labels at either end
+    ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)

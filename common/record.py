@@ -3,7 +3,8 @@ version, so that every tool reads one shape whatever code wrote the file.
 
 Records from before a field existed are read with the value that field's absence meant (`upgrade`):
 no variant is the recipe, no overrides none, no speed section a trial on plain Keras' step, and so
-on. Version 1 is every record written before the version was (2026-12-01); version 2 adds `schema`.
+on. Version 1 is every record written before the version was (2026-12-01); version 2 adds `schema`;
+version 3 `scoring_passes` (the final scoring took two passes over each split before it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, TypedDict
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SplitMetrics(TypedDict, total=False):
@@ -41,6 +42,7 @@ class TrialRecord(TypedDict):
     finished_at: str | None
     parameters: int | None
     speed: dict[str, Any]  # how it ran (XLA, fused batch norm, steps a call) and its median speed
+    scoring_passes: int  # forward passes over each split in the final scoring (common/evaluation.py)
     epochs_max: int
     default_trials: int
     overrides: dict[str, Any]  # what the command line changed (--trials among them)
@@ -53,7 +55,8 @@ class TrialRecord(TypedDict):
 DEFAULTS: dict[str, Any] = {
     "schema": 1, "base": None, "explanation": "", "smoke": False, "seed": None, "seed_fixed": True,
     "stopped_early": False, "sittings": 1, "started_at": None, "finished_at": None, "parameters": None,
-    "speed": {}, "default_trials": 1, "overrides": {}, "variant": "", "config": {}, "provenance": {},
+    "speed": {}, "scoring_passes": 2, "default_trials": 1, "overrides": {}, "variant": "", "config": {},
+    "provenance": {},
 }
 
 

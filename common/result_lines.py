@@ -34,7 +34,15 @@ def _step(step) -> str:
     return text
 
 
-def line(data: str, test_row: pd.Series, steps: pd.DataFrame, reference: pd.DataFrame) -> str:
+def _cost(row) -> str:
+    """What a trial spent (common/cost.py), for the experiments of the time-to-accuracy table."""
+    where = "several machines" if ";" in row.machines else row.machines
+    yardstick = "" if pd.isna(row.reference_epochs) else f", the time of {row.reference_epochs:.1f} exp206 epochs there"
+    return f" A trial spent {row.tflop:,.1f} TFLOP and {row.minutes:.1f} minutes on {where}{yardstick}."
+
+
+def line(data: str, test_row: pd.Series, steps: pd.DataFrame, reference: pd.DataFrame,
+         costs: pd.DataFrame | None = None) -> str:
     """The result line of one experiment on one data copy."""
     trials, planned = int(test_row.trials), int(test_row.default_trials)
     count = f"{trials} of {planned} trials" if trials < planned else f"{trials} trial{'s' if trials > 1 else ''}"
@@ -49,20 +57,25 @@ def line(data: str, test_row: pd.Series, steps: pd.DataFrame, reference: pd.Data
         row = logged.iloc[0]
         figure = stats.format_stat(row.acc_mean, row.acc_std, row.acc_min, row.acc_max, int(row.trials), 4)
         text += f" The log (reference): {figure} over {int(row.trials)} trial{'s' if row.trials > 1 else ''}."
+    spent = costs[(costs.data == data) & (costs.folder == test_row.folder)] if costs is not None else []
+    if len(spent):
+        text += _cost(spent.iloc[0])
     return text
 
 
-def section(folder: str, summary: pd.DataFrame, steps: pd.DataFrame, reference: pd.DataFrame) -> str:
+def section(folder: str, summary: pd.DataFrame, steps: pd.DataFrame, reference: pd.DataFrame,
+            costs: pd.DataFrame | None = None) -> str:
     tests = summary[(summary.folder == folder) & (summary.split == "test")].sort_values("data")
-    lines = [line(row.data, row, steps, reference) for _, row in tests.iterrows()]
+    lines = [line(row.data, row, steps, reference, costs) for _, row in tests.iterrows()]
     body = "\n\n".join(lines) if lines else "_No finished trials of this recipe yet._"
     return "\n\n".join([MARKER_START, body, MARKER_END])
 
 
 def update_experiment_readmes(root: Path, summary: pd.DataFrame, steps: pd.DataFrame,
-                              reference: pd.DataFrame) -> list[Path]:
+                              reference: pd.DataFrame, costs: pd.DataFrame | None = None) -> list[Path]:
     """Rewrite the result line of every experiment README under `root` (appended where it has no
-    markers yet); returns the READMEs written."""
+    markers yet), with what a trial spent where `costs` (the time-to-accuracy rows) has the experiment;
+    returns the READMEs written."""
     return [folder / "README.md" for folder in experiments.all_folders(root)
             if markdown.replace_between(folder / "README.md", MARKER_START, MARKER_END,
-                                        section(folder.name, summary, steps, reference))]
+                                        section(folder.name, summary, steps, reference, costs))]

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from common import data as fmnist
-from common import markdown, plots, predictions, result_lines, results, stats, variant_summary, variants
+from common import cost, experiments, markdown, plots, predictions, result_lines, results, stats, variant_summary
+from common import variants
 from common.tables import data_sections, reference_table, variants_section
 from common.trials import collect_trials
 
@@ -60,7 +61,8 @@ def summarize_trials(trials: pd.DataFrame, results_dir: Path,
         epochs_max=("epochs_max", "max"), epochs_capped=("epochs_capped", "any"),
         epochs_run_min=("epochs_run", "min"), epochs_run_max=("epochs_run", "max"),
         default_trials=("default_trials", "max"), seed_fixed=("seed_fixed", "all"),
-        test_time_flip=("test_time_flip", "any"), trial_minutes=("wall_seconds", lambda w: w.median() / 60),
+        test_time_flip=("test_time_flip", "any"), test_time_shift=("test_time_shift", "max"),
+        trial_minutes=("wall_seconds", lambda w: w.median() / 60),
         crossentropy_mean=("crossentropy", lambda c: c.mean() if c.notna().all() else math.nan),
         device=("device", lambda d: "/".join(sorted(set(d)))), fast_path_trials=("fast_path", "sum"),
         base=("base", "first"), explanation=("explanation", "first"),
@@ -154,8 +156,10 @@ def plot_links(written: dict[str, dict[str, list[Path]]], readme: Path) -> dict[
 
 def readme_section(summary: pd.DataFrame, reference: pd.DataFrame, links: dict[str, str] | None = None,
                    results_dir: Path | None = None, steps: pd.DataFrame | None = None,
-                   variant_rows: pd.DataFrame | None = None) -> str:
-    ours = (data_sections(summary, reference, links or {}, results_dir, steps, variant_rows) if not summary.empty
+                   variant_rows: pd.DataFrame | None = None,
+                   time_sections: dict[str, tuple[pd.DataFrame, str]] | None = None) -> str:
+    ours = (data_sections(summary, reference, links or {}, results_dir, steps, variant_rows, time_sections)
+            if not summary.empty
             else ["### Our results", "_No finished trials of the recipes yet._"])
     have_recipes = set(summary.data) if not summary.empty else set()
     for name, rows in (variant_rows.groupby("data", sort=True) if variant_rows is not None else []):
@@ -201,6 +205,25 @@ def variant_comparisons(with_variants: pd.DataFrame, results_dir: Path, root: Pa
     return variant_summary.comparisons(with_variants, results_dir, plans)
 
 
+def time_to_accuracy(results_dir: Path, data_names: list[str], root: Path, log=print) -> dict[str, pd.DataFrame]:
+    """{data name: the fast series' time-to-accuracy rows} where it has trials, also written to
+    results/time_to_accuracy.csv (common/cost.py)."""
+    rows = {}
+    for data in data_names:
+        try:
+            table = cost.time_to_accuracy(results_dir, data, root)
+        except (OSError, KeyError, ValueError, experiments.UnknownExperiment) as e:
+            log(f"warning: no time-to-accuracy table for {data} ({type(e).__name__}: {e})")
+            continue
+        if not table.empty:
+            rows[data] = table
+    frame = pd.concat([t.assign(data=d) for d, t in rows.items()]) if rows else pd.DataFrame()
+    path = results_dir / "time_to_accuracy.csv"
+    if rows or path.exists():
+        results.atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+    return rows
+
+
 def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str | None = None) -> int:
     with_variants, problems = collect_trials(results_dir, with_variants=True)
     for problem in problems:
@@ -220,19 +243,25 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
     root = readme.parent if readme is not None else results.REPO_ROOT
     results.atomic_write_text(results_dir / "variants.csv", variant_rows.to_csv(index=False, float_format="%.6g"))
     written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {})
+    time_rows = time_to_accuracy(results_dir, sorted(written), results.REPO_ROOT, log)
+    time_plots = {data: plots.time_to_accuracy(rows, results_dir / results.PLOTS_SUBDIR / data / "time_to_accuracy.png",
+                                               data) for data, rows in time_rows.items()}
     variant_plots = plots.write_variants(results_dir, with_variants)
     for (data, _), path in sorted(variant_plots.items()):
         if data in written:  # a data copy with recipes' trials: its plots are linked from the README
             written[data].setdefault("variants", []).append(path)
     if readme is not None:
+        time_sections = {data: (rows, f"![Time to accuracy on {data}]({_relative(time_plots[data], readme)})")
+                         for data, rows in time_rows.items()}
         update_readme(readme, readme_section(summary, reference, plot_links(written, readme), results_dir, steps,
-                                             variant_rows))
+                                             variant_rows, time_sections))
         links = {(data, folder): f"![{folder}: variants beside the recipe on {data}]"
                                  f"({_relative(path, root / folder / 'README.md')})"
                  for (data, folder), path in variant_plots.items()}
         variant_summary.update_experiment_readmes(root, variant_rows, links)
         if not summary.empty:
-            result_lines.update_experiment_readmes(root, summary, steps, reference)
+            costs = pd.concat([rows.assign(data=data) for data, rows in time_rows.items()]) if time_rows else None
+            result_lines.update_experiment_readmes(root, summary, steps, reference, costs)
     n_variants = len(variant_rows[variant_rows.trials > 0])
     n_experiments = summary["folder"].nunique() if not summary.empty else 0
     n_data = summary["data"].nunique() if not summary.empty else 0

@@ -33,6 +33,14 @@ def _ensemble_cell(rows: pd.DataFrame) -> str:
     return f"{test.ensemble_acc:.4f} ({int(test.ensemble_trials)})"
 
 
+def _tta_cell(first: pd.Series) -> str:
+    """How the test images were scored: flips, shifts by how many pixels, or plain (–)."""
+    shift = first.get("test_time_shift", 0)
+    shift = 0 if pd.isna(shift) else int(shift)
+    views = (["flip"] if first.test_time_flip else []) + ([f"shifts {shift} px"] if shift else [])
+    return ", ".join(views) or "–"
+
+
 def _device_cell(devices: str) -> str:
     return "CPU and GPU trials" if "/" in devices else devices
 
@@ -51,7 +59,7 @@ def results_table(summary: pd.DataFrame, reference: pd.DataFrame) -> str:
             "No.": first.experiment, "Trials": trials_cell, "Epochs run": _epochs_cell(first),
             "loss (tr, vd, tt)": _cells(group, "loss"), "acc. (tr, vd, tt)": _cells(group, "accuracy"),
             "Ensemble acc. (tt)": _ensemble_cell(group),
-            "TTA": "flip" if first.test_time_flip else "–",
+            "TTA": _tta_cell(first),
             "Original log: acc. (tr, vd, tt)": _cells(ref, "accuracy") if not ref.empty else "–",
             "Test acc. vs log": (stats.versus_reference(group.set_index("split").loc["test"],
                                                         ref.set_index("split").loc["test"])
@@ -78,7 +86,8 @@ def steps_table(steps: pd.DataFrame) -> str:
 
 def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: dict[str, str],
                   results_dir: Path | None = None, steps: pd.DataFrame | None = None,
-                  variant_rows: pd.DataFrame | None = None) -> list[str]:
+                  variant_rows: pd.DataFrame | None = None,
+                  time_sections: dict[str, tuple[pd.DataFrame, str]] | None = None) -> list[str]:
     """A labelled table per data copy: results on different data are never in one table."""
     sections = []
     for name, group in summary.groupby("data", sort=True):
@@ -93,7 +102,8 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
             "standard deviation, ddof=1); a single trial shows its value alone. *Ensemble*: the test "
             "accuracy of the trials' averaged class probabilities (how many trials), where two or more "
             "kept their predictions. *TTA*: evaluated with test-time flips (each image scored with its "
-            "mirror image). The *Original log* "
+            "mirror image) or shifts (and moved that many pixels up, down, left and right), the views' "
+            "probabilities averaged. The *Original log* "
             "column is the log's own figure on the official data, for reference; it was not produced "
             "by this repository (see reference/). *Test acc. vs log*: our mean minus the log's, with "
             "Welch's t-test where both have 2+ trials, else whether ours lies inside the log's min–max; "
@@ -112,6 +122,7 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
                "side where it ran them.",
                steps_table(mine)] if not mine.empty else []),
             *(variants_section(name, my_variants) if not my_variants.empty else []),
+            *(time_to_accuracy_section(name, *time_sections[name]) if name in (time_sections or {}) else []),
             *([plot_links[name]] if plot_links.get(name) else [])]
     return sections
 
@@ -129,3 +140,29 @@ def reference_table(reference: pd.DataFrame) -> str:
              "Explanation (translated)": group.iloc[0].note_en}
             for experiment, group in reference.groupby("experiment", sort=True)]
     return markdown.table(pd.DataFrame(rows))
+
+
+def time_to_accuracy_section(data: str, rows: pd.DataFrame, plot_link: str) -> list[str]:
+    return [f"#### Time to accuracy on `{data}`",
+            "The fast series (exp3xx) beside the long recipes (`results/time_to_accuracy.csv`, "
+            "common/cost.py): mean test accuracy over the trials, and what a trial spent. *TFLOP*: the "
+            "operations of the epochs it ran and of its scoring, the same on every machine. *Minutes*: "
+            "its wall time on the machine it ran on; *= exp206 epochs*: that time in epochs of exp206's "
+            "trials on the same CPU and threads, a figure that carries across machines. Targets: 0.940 "
+            "at 40 TFLOP or less, 0.9468 (exp206's mean) at 200, 0.950 at 700 "
+            "([the fast series](docs/fast-series.md)).",
+            time_to_accuracy_table(rows), plot_link]
+
+
+def time_to_accuracy_table(rows: pd.DataFrame) -> str:
+    """The fast series against the long recipes: accuracy and what a trial costs (common/cost.py)."""
+    def machines(text: str) -> str:
+        return "several machines" if ";" in text else text
+
+    return markdown.table(pd.DataFrame([{
+        "No.": r.experiment, "Trials": r.trials,
+        "Test acc.": stats.format_stat(r.test_mean, r.test_std, r.test_min, r.test_max, r.trials),
+        "TFLOP a trial": f"{r.tflop:,.1f}" if r.tflop < 100 else f"{r.tflop:,.0f}",
+        "Minutes a trial": f"{r.minutes:.1f}",
+        "= exp206 epochs": "–" if pd.isna(r.reference_epochs) else f"{r.reference_epochs:.1f}",
+        "Ran on": machines(r.machines)} for r in rows.itertuples()]))

@@ -15,7 +15,7 @@ from common import data as fmnist
 from common import flops, results, speed
 from common.checkpoint import Checkpoint, history_csv, layers_only, save_weights
 from common.cli import UsageError
-from common.evaluation import evaluate
+from common.evaluation import evaluate, scoring_passes
 from common.experiments import config_difference
 
 
@@ -151,6 +151,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         "started_at": state["started_at"], "finished_at": results.now_iso(),
         "parameters": int(model.count_params()),
         "speed": {**path, **speed.trial_figures(state["history"], forward)},
+        "scoring_passes": scoring_passes(config),
     }
     # In the trial's folder only now: an unfinished trial leaves nothing there that looks like a result.
     results.atomic_write_text(directory / results.HISTORY_FILE, history_csv(state["history"]))

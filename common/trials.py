@@ -33,6 +33,7 @@ def _trial_rows(path: Path, record: TrialRecord) -> list[dict]:
         # trained on common/speed.py's path (fused batch norm, steps a call), which records itself
         "fast_path": "steps_per_execution" in record["speed"],
         "test_time_flip": bool(record["config"].get("test_time_flip", False)),
+        "test_time_shift": int(record["config"].get("test_time_shift", 0)),
         "data_fingerprint": str(data["fingerprint"]), "data_description": str(data.get("description", "")),
         "path": path.as_posix(),
     }

@@ -58,8 +58,8 @@ SMOKE_ARGS = {
     # with zoom, mixup and erasing (exp006-exp008) it needs 102
     "deep_plain": ["--epochs", "2", "--batch_size", "8", "--learning_rate", "3e-4"],
     "deep_plain_augmented": ["--epochs", "3", "--batch_size", "8", "--learning_rate", "3e-4"],
-    # SGD, Nesterov, weight decay, cosine schedule (exp205-exp207): 68 steps of 8, peak 0.001 (at the
-    # recipes' 0.1 the tiny run diverges)
+    # SGD, Nesterov, weight decay, cosine or one-cycle schedule (exp205-exp207, exp3xx): 68 steps of 8,
+    # peak 0.001 (at the recipes' 0.1 the tiny run diverges)
     "sgd": ["--epochs", "2", "--batch_size", "8", "--learning_rate", "0.001"],
 }
 FAMILY_OF = {"exp001": "plain", "exp002": "plain", "exp101": "plain", "exp102": "plain",
@@ -76,7 +76,10 @@ SPLITS = ("train", "valid", "test")
 
 
 def family(folder: Path) -> str:
-    return FAMILY_OF.get(experiments.experiment_id(folder), "batch_norm")
+    experiment = experiments.experiment_id(folder)
+    if experiment.startswith("exp3"):  # the fast series: SGD with Nesterov, a one-cycle schedule
+        return "sgd"
+    return FAMILY_OF.get(experiment, "batch_norm")
 
 
 def smoke_args(folder: Path) -> list[str]:

@@ -465,7 +465,8 @@ def test_records_from_before_a_runner_option_existed_still_count_as_finished(tin
     record = json.loads(path.read_text())
     assert record["schema"] == trial_record.SCHEMA_VERSION
     del record["config"]["test_time_flip"]  # as written before the option existed
-    for field in ("schema", "variant", "speed", "overrides"):  # and before the record had these
+    assert record["scoring_passes"] == 1  # one forward pass a split, no test-time flips
+    for field in ("schema", "variant", "speed", "overrides", "scoring_passes"):  # and before the record had these
         del record[field]
     path.write_text(json.dumps(record))
     capsys.readouterr()
@@ -474,6 +475,7 @@ def test_records_from_before_a_runner_option_existed_still_count_as_finished(tin
     upgraded = trial_record.read(path)
     assert upgraded["schema"] == 1 and upgraded["variant"] == "" and upgraded["speed"] == {}
     assert upgraded["overrides"] == {} and upgraded["metrics"] == record["metrics"]
+    assert upgraded["scoring_passes"] == 2  # the scoring then took an evaluate and a predict pass
     assert trial_record.read(path.with_name("missing.json")) is None
 
 
