@@ -45,6 +45,11 @@ def scoring_flops(forward: int, sizes: dict[str, int], passes: int) -> float:
     return float(forward) * passes * (sizes["valid"] + sizes["test"])
 
 
+def ran_on(machines: str) -> str:
+    """A row's machines (`time_to_accuracy`'s "; "-joined list) as the tables say it."""
+    return "several machines" if ";" in machines else machines
+
+
 def machine(hardware: dict) -> str:
     """Where a trial ran, as the tables name it: the CPU (or GPUs) and the threads."""
     where = hardware["cpu"] if hardware.get("device", "CPU") == "CPU" else ", ".join(hardware.get("gpus") or ["GPU"])

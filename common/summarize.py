@@ -205,9 +205,11 @@ def variant_comparisons(with_variants: pd.DataFrame, results_dir: Path, root: Pa
     return variant_summary.comparisons(with_variants, results_dir, plans)
 
 
-def time_to_accuracy(results_dir: Path, data_names: list[str], root: Path, log=print) -> dict[str, pd.DataFrame]:
-    """{data name: the fast series' time-to-accuracy rows} where it has trials, also written to
-    results/time_to_accuracy.csv (common/cost.py)."""
+def time_to_accuracy(results_dir: Path, data_names: list[str], root: Path, log=print
+                     ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None]:
+    """{data name: the fast series' time-to-accuracy rows} where it has trials, and all of them in one
+    frame with their data name (None without any), written to results/time_to_accuracy.csv
+    (common/cost.py)."""
     rows = {}
     for data in data_names:
         try:
@@ -217,11 +219,11 @@ def time_to_accuracy(results_dir: Path, data_names: list[str], root: Path, log=p
             continue
         if not table.empty:
             rows[data] = table
-    frame = pd.concat([t.assign(data=d) for d, t in rows.items()]) if rows else pd.DataFrame()
+    frame = pd.concat([t.assign(data=d) for d, t in rows.items()]) if rows else None
     path = results_dir / "time_to_accuracy.csv"
     if rows or path.exists():
-        results.atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
-    return rows
+        results.atomic_write_text(path, (frame if rows else pd.DataFrame()).to_csv(index=False, float_format="%.6g"))
+    return rows, frame
 
 
 def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str | None = None) -> int:
@@ -243,7 +245,7 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
     root = readme.parent if readme is not None else results.REPO_ROOT
     results.atomic_write_text(results_dir / "variants.csv", variant_rows.to_csv(index=False, float_format="%.6g"))
     written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {})
-    time_rows = time_to_accuracy(results_dir, sorted(written), results.REPO_ROOT, log)
+    time_rows, costs = time_to_accuracy(results_dir, sorted(written), results.REPO_ROOT, log)
     time_plots = {data: plots.time_to_accuracy(rows, results_dir / results.PLOTS_SUBDIR / data / "time_to_accuracy.png",
                                                data) for data, rows in time_rows.items()}
     variant_plots = plots.write_variants(results_dir, with_variants)
@@ -260,7 +262,6 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
                  for (data, folder), path in variant_plots.items()}
         variant_summary.update_experiment_readmes(root, variant_rows, links)
         if not summary.empty:
-            costs = pd.concat([rows.assign(data=data) for data, rows in time_rows.items()]) if time_rows else None
             result_lines.update_experiment_readmes(root, summary, steps, reference, costs)
     n_variants = len(variant_rows[variant_rows.trials > 0])
     n_experiments = summary["folder"].nunique() if not summary.empty else 0

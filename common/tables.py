@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import markdown, stats, variant_summary
+from common import cost, markdown, stats, variant_summary
 from common.trials import SPLITS
 from common.estimates import planned_compute, remaining_compute, running_epoch_seconds
 
@@ -156,13 +156,10 @@ def time_to_accuracy_section(data: str, rows: pd.DataFrame, plot_link: str) -> l
 
 def time_to_accuracy_table(rows: pd.DataFrame) -> str:
     """The fast series against the long recipes: accuracy and what a trial costs (common/cost.py)."""
-    def machines(text: str) -> str:
-        return "several machines" if ";" in text else text
-
     return markdown.table(pd.DataFrame([{
         "No.": r.experiment, "Trials": r.trials,
         "Test acc.": stats.format_stat(r.test_mean, r.test_std, r.test_min, r.test_max, r.trials),
         "TFLOP a trial": f"{r.tflop:,.1f}" if r.tflop < 100 else f"{r.tflop:,.0f}",
         "Minutes a trial": f"{r.minutes:.1f}",
         "= exp206 epochs": "–" if pd.isna(r.reference_epochs) else f"{r.reference_epochs:.1f}",
-        "Ran on": machines(r.machines)} for r in rows.itertuples()]))
+        "Ran on": cost.ran_on(r.machines)} for r in rows.itertuples()]))
