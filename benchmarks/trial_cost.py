@@ -26,8 +26,6 @@ e.g. a wider net: `--experiments exp206 --set widths=96,192,384`. Values are rea
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 
@@ -52,17 +50,9 @@ def measured_epochs(results_dir: Path, data: str, folder: str) -> dict:
     """Median seconds per epoch of an experiment's finished trials, and where they ran. Trials on
     several machines: the figures of the fastest (its median epoch), and each machine's median."""
     by_machine: dict[str, dict[str, list]] = {}
-    for metrics_file in sorted(results.experiment_dir(results_dir, data, folder).glob("trial_*/metrics.json")):
-        record = json.loads(metrics_file.read_text())
-        if record.get("weights_from"):  # scored another experiment's weights: no training of its own
-            continue
-        history = pd.read_csv(metrics_file.with_name("history.csv"))
-        hardware = record["provenance"]["hardware"]
-        vector = f" ({hardware['cpu_vector_instructions']})" if hardware.get("cpu_vector_instructions") else ""
-        machine = (f"{hardware['cpu'] + vector if hardware['device'] == 'CPU' else hardware['gpus']}, "
-                   f"{hardware.get('threads', '?')} thread(s)")
-        measured = by_machine.setdefault(machine, {"seconds": [], "wall": []})
-        measured["seconds"] += history["seconds"].iloc[1:].tolist()
+    for record, epoch_seconds in cost.trained_epochs(results_dir, data, folder):
+        measured = by_machine.setdefault(cost.machine(record["provenance"]["hardware"]), {"seconds": [], "wall": []})
+        measured["seconds"] += epoch_seconds.tolist()
         measured["wall"].append(record["wall_seconds"])
     if not by_machine:
         return {}
@@ -92,15 +82,11 @@ def with_settings(config: dict, settings: list[str], folder: str) -> dict:
 
 def cost_table(folders: list[Path], results_dir: Path, data: str, settings: list[str] = ()) -> pd.DataFrame:
     """One row per experiment; with settings (KEY=VALUE), for the variant of each that they make."""
-    import keras
-
     rows = []
     for folder in folders:
         definition = experiments.read_definition(folder)
         config = with_settings(definition.effective_config(), list(settings), folder.name)
-        keras.utils.clear_session()
-        model = experiments.load_module(folder).build_model(
-            {**config, "steps_per_epoch": math.ceil(TRAIN_IMAGES / config["batch_size"])})
+        model = flops.model_of(folder, config, TRAIN_IMAGES)
         forward = forward_flops(model)
         epoch = forward * (flops.TRAINING_PASSES * TRAIN_IMAGES + VALID_IMAGES)
         # An evaluation-only experiment scores its base's kept weights: no epochs of its own.
@@ -111,7 +97,8 @@ def cost_table(folders: list[Path], results_dir: Path, data: str, settings: list
         row = {"experiment": name, "parameters": model.count_params(), "MFLOP/image": forward / 1e6,
                "TFLOP/epoch": epoch / 1e12, "epochs": epochs, "TFLOP/trial": epoch * epochs / 1e12,
                "trials": config["trials"], "trials run": measured.get("trials", 0)}
-        spent = cost.trial_costs(results_dir, data, [folder.name]) if not settings else pd.DataFrame()
+        spent = (cost.trial_costs(results_dir, data, [folder.name], counter=cost.ForwardCounter({folder.name: forward}))
+                 if not settings else pd.DataFrame())
         if not spent.empty:
             row["TFLOP spent/trial"] = spent.tflop.mean()
         if measured:

@@ -17,9 +17,9 @@ there): a figure that carries from one machine to another.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -51,35 +51,45 @@ def ran_on(machines: str) -> str:
 
 
 def machine(hardware: dict) -> str:
-    """Where a trial ran, as the tables name it: the CPU (or GPUs) and the threads."""
-    where = hardware["cpu"] if hardware.get("device", "CPU") == "CPU" else ", ".join(hardware.get("gpus") or ["GPU"])
+    """Where a trial ran, as the tables name it: the CPU with its widest vector instructions where
+    recorded (or the GPUs), and the threads."""
+    if hardware.get("device", "CPU") == "CPU":
+        vector = hardware.get("cpu_vector_instructions")
+        where = hardware["cpu"] + (f" ({vector})" if vector else "")
+    else:
+        where = ", ".join(hardware.get("gpus") or ["GPU"])
     return f"{where}, {hardware.get('threads', '?')} thread(s)"
+
+
+def trained_epochs(results_dir: Path, data: str, folder: str) -> Iterator[tuple[dict, pd.Series]]:
+    """Each finished trial of an experiment's recipe that trained (not one that scored another's kept
+    weights): its record, and the seconds of its epochs after the first (which also traces the step)."""
+    for path in sorted(results.experiment_dir(results_dir, data, folder).glob(f"trial_*/{results.METRICS_FILE}")):
+        record = read_record(path)
+        if record is None or record["smoke"] or record.get("weights_from"):
+            continue
+        yield record, pd.read_csv(path.with_name(results.HISTORY_FILE))["seconds"].iloc[1:]
 
 
 class ForwardCounter:
     """Forward operations per image of an experiment's model: from the trial's record where it holds them
-    (trials record them since the faster path), else counted from the model its config builds."""
+    (trials record them since the faster path), else counted once per experiment (its recipe's trials
+    all build one model) from the model the record's config builds; `known` gives counts made already."""
 
-    def __init__(self):
-        self._counted: dict[tuple[str, str], int] = {}
+    def __init__(self, known: dict[str, int] | None = None):
+        self._counted: dict[str, int] = dict(known or {})
 
     def __call__(self, record: dict, root: Path) -> int:
         recorded = (record.get("speed") or {}).get("forward_flops_per_image")
         if recorded:
             return int(recorded)
-        config = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()}
-        key = (record["folder"], json.dumps(record["config"], sort_keys=True))
-        if key not in self._counted:
+        folder = record["folder"]
+        if folder not in self._counted:
             from common import flops
-            from common.tensorflow_setup import tf  # noqa: F401  (TensorFlow started quietly)
-            import keras
 
-            keras.utils.clear_session()
-            build = experiments.load_module(root / record["folder"]).build_model
-            steps = math.ceil(record["provenance"]["data"]["split_sizes"]["train"] / config["batch_size"]) \
-                if "split_sizes" in record["provenance"]["data"] else 1
-            self._counted[key] = flops.forward_flops(build({**config, "steps_per_epoch": steps}))
-        return self._counted[key]
+            config = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()}
+            self._counted[folder] = flops.forward_flops(flops.model_of(root / folder, config, _sizes(record)["train"]))
+        return self._counted[folder]
 
 
 def _sizes(record: dict) -> dict[str, int]:
@@ -122,10 +132,10 @@ def trial_costs(results_dir: Path, data: str, folders: list[str], root: Path = r
 def reference_epoch_seconds(results_dir: Path, data: str) -> dict[tuple, float]:
     """{(cpu, threads): the median epoch of exp206's trials there}, the first epoch of each left out (tracing)."""
     seconds: dict[tuple, list[float]] = {}
-    for path in sorted((results_dir / data).glob(f"{REFERENCE}_*/trial_*/{results.METRICS_FILE}")):
-        hardware = json.loads(path.read_text())["provenance"]["hardware"]
-        history = pd.read_csv(path.with_name(results.HISTORY_FILE))
-        seconds.setdefault((hardware.get("cpu"), hardware.get("threads")), []).extend(history["seconds"].iloc[1:])
+    for folder in sorted(p.name for p in (results_dir / data).glob(f"{REFERENCE}_*")):
+        for record, epochs in trained_epochs(results_dir, data, folder):
+            hardware = record["provenance"]["hardware"]
+            seconds.setdefault((hardware.get("cpu"), hardware.get("threads")), []).extend(epochs)
     return {key: float(np.median(values)) for key, values in seconds.items() if values}
 
 

@@ -9,6 +9,7 @@ to weights (Kaplan et al. 2020).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 TRAINING_PASSES = 3  # forward, and backward to activations and to weights
 
@@ -22,6 +23,18 @@ def all_layers(model):
             yield from all_layers(layer)
         else:
             yield layer
+
+
+def model_of(folder: Path, config: dict, train_images: int):
+    """The model an experiment's build_model makes from `config`, built afresh to be counted (its
+    schedule given the steps an epoch of `train_images` takes)."""
+    from common import experiments
+    from common.tensorflow_setup import tf  # noqa: F401  (TensorFlow started quietly)
+    import keras
+
+    keras.utils.clear_session()
+    steps = math.ceil(train_images / config["batch_size"])
+    return experiments.load_module(folder).build_model({**config, "steps_per_epoch": steps})
 
 
 def forward_flops(model) -> int:
