@@ -54,6 +54,15 @@ def build(build_model: Callable[[dict], Any], config: dict, dataset: fmnist.Fash
         raise UsageError(str(e)) from None
 
 
+def adapt(model, images: np.ndarray) -> int:
+    """Let the layers that learn from the data before training (Keras' preprocessing convention, a
+    method `adapt`: a whitening first layer, say) see the training images; the number adapted."""
+    layers = [layer for layer in flops.all_layers(model) if callable(getattr(layer, "adapt", None))]
+    for layer in layers:
+        layer.adapt(images)
+    return len(layers)
+
+
 def kept_model(build_model: Callable[[dict], Any], config: dict, dataset: fmnist.FashionMNIST, seed: int,
                 weights: Path):
     """The recipe's compiled model holding a trial's kept weights."""
@@ -97,6 +106,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         checkpoint.restore(model, state["weights"])
         log(f"{label}: resuming after epoch {state['epoch']} (best so far: epoch {state['best_epoch']})")
     else:
+        adapt(model, dataset.x_train)  # a resumed trial has these weights in its checkpoint
         state = {"seed": seed, "config": config, "epoch": 0, "best_epoch": 0,
                  "best_value": math.inf if config["monitor"] == "val_loss" else -math.inf,
                  "wait": 0, "history": [], "wall_seconds": 0.0,

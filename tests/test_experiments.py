@@ -144,3 +144,34 @@ def test_regression_check_ignores_accuracy_flips_but_not_loss_changes():
     noisy = {"exp001_simple_dense": {**reference["exp001_simple_dense"], "noise": 1e-3}}
     assert regression.differences(folder, changed, noisy) == []
     assert regression.differences(folder, {**flipped, "valid": {"loss": 2.3 * 1.006, "accuracy": 0.1}}, noisy)
+
+
+def test_a_layer_with_adapt_is_fitted_to_the_training_images_before_training(tiny_data, tmp_path):
+    """exp308's whitening layer has Keras' `adapt`: the runner calls it with the training images once,
+    before the first epoch. The kept (untrained) kernel is what adapting a fresh layer to them gives,
+    and it decorrelates their 3x3 patches: it is not Keras' random start."""
+    import numpy as np
+
+    from common import data
+    from common.checkpoint import layers_only
+    from conftest import run_script, trial_path
+
+    folder = experiments.find("exp308")
+    out = run_script(str(folder / "train.py"), "--data-dir", str(tiny_data), "--results-dir", str(tmp_path),
+                     *regression.smoke_args(folder))
+    assert out.returncode == 0, out.stderr
+    module = experiments.load_module(folder)
+    model = module.build_model({**module.CONFIG, "steps_per_epoch": 1})
+    layer = next(layer for layer in model.layers if isinstance(layer, module.PatchWhitening))
+    layers_only(model).load_weights(trial_path(tmp_path, "exp308_whitened_first_layer") / "model.weights.h5")
+    kept = layer.kernel.numpy()
+
+    fresh = module.PatchWhitening(module.CONFIG["whitening_eps"])
+    fresh.build((None, 28, 28, 1))
+    x_train = data.load(tiny_data).x_train
+    fresh.adapt(x_train)
+    assert np.allclose(kept, fresh.kernel.numpy(), rtol=1e-4, atol=1e-5)  # same images, same filters
+    assert np.array_equal(kept[..., :9], -kept[..., 9:])
+    patches = np.lib.stride_tricks.sliding_window_view(x_train[..., 0], (3, 3), axis=(1, 2)).reshape(-1, 9)
+    whitened = np.cov(patches @ kept[..., 0, :9].reshape(9, 9), rowvar=False)
+    assert np.abs(whitened - np.diag(np.diag(whitened))).max() < 1e-3 * np.diag(whitened).max()
