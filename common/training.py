@@ -106,10 +106,11 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         checkpoint.restore(model, state["weights"])
         log(f"{label}: resuming after epoch {state['epoch']} (best so far: epoch {state['best_epoch']})")
     else:
+        start = time.perf_counter()
         adapt(model, dataset.x_train)  # a resumed trial has these weights in its checkpoint
         state = {"seed": seed, "config": config, "epoch": 0, "best_epoch": 0,
                  "best_value": math.inf if config["monitor"] == "val_loss" else -math.inf,
-                 "wait": 0, "history": [], "wall_seconds": 0.0,
+                 "wait": 0, "history": [], "wall_seconds": time.perf_counter() - start,
                  "started_at": results.now_iso(), "sittings": 0}
     state["sittings"] += 1
 
