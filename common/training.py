@@ -54,13 +54,12 @@ def build(build_model: Callable[[dict], Any], config: dict, dataset: fmnist.Fash
         raise UsageError(str(e)) from None
 
 
-def adapt(model, images: np.ndarray) -> int:
+def adapt(model, images: np.ndarray) -> None:
     """Let the layers that learn from the data before training (Keras' preprocessing convention, a
-    method `adapt`: a whitening first layer, say) see the training images; the number adapted."""
-    layers = [layer for layer in flops.all_layers(model) if callable(getattr(layer, "adapt", None))]
-    for layer in layers:
-        layer.adapt(images)
-    return len(layers)
+    method `adapt`: a whitening first layer, say) see the training images."""
+    for layer in flops.all_layers(model):
+        if callable(getattr(layer, "adapt", None)):
+            layer.adapt(images)
 
 
 def kept_model(build_model: Callable[[dict], Any], config: dict, dataset: fmnist.FashionMNIST, seed: int,
