@@ -143,8 +143,9 @@ def largest_difference(metrics: dict, recorded: dict) -> float:
     return max(abs(metrics[s]["loss"] - recorded[s]["loss"]) / abs(recorded[s]["loss"]) for s in SPLITS)
 
 
-def differences(folder: Path, metrics: dict, reference: dict | None = None) -> list[str]:
-    """What differs from the recorded reference, as readable lines (empty when it matches)."""
+def differences(folder: Path, metrics: dict, reference: dict | None = None, slack: float = 1.0) -> list[str]:
+    """What differs from the recorded reference, as readable lines (empty when it matches); `slack`
+    widens the tolerance for kernels whose noise the recording did not measure (XLA)."""
     reference = load_reference() if reference is None else reference
     recorded = reference.get(folder.name)
     if recorded is None:
@@ -152,10 +153,10 @@ def differences(folder: Path, metrics: dict, reference: dict | None = None) -> l
     found = []
     for split in SPLITS:
         actual, expected = metrics[split]["loss"], recorded[split]["loss"]
-        if abs(actual - expected) > tolerance(recorded) * abs(expected):
+        if abs(actual - expected) > slack * tolerance(recorded) * abs(expected):
             found.append(f"{folder.name} {split} loss: {actual:.6f}, recorded {expected:.6f} "
                          f"(relative difference {abs(actual - expected) / abs(expected):.1e}, "
-                         f"tolerance {tolerance(recorded):.1e})")
+                         f"tolerance {slack * tolerance(recorded):.1e})")
     return found
 
 
