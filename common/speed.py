@@ -9,6 +9,8 @@ their gradients; TensorFlow's wheels build those ops without AVX2. `fuse_batch_n
 layer's training step to TensorFlow's fused kernel (oneDNN's on x86: one pass forward, one
 backward, the ReLU after it fused in), which Keras 2 used: the same function, to float noise.
 Small nets lose their time elsewhere, in Python's work around each step: `STEPS_PER_EXECUTION`.
+oneDNN's kernels themselves TensorFlow uses only on CPUs with AVX-512's neural-network instructions
+unless asked; common/__init__.py asks on every CPU (an AVX2-only one gains most), a trial records it.
 
 XLA (`jit_compile`) is an option per trial, off unless an experiment's CONFIG or the command line
 turns it on: it compiles the whole step for the CPU it runs on, which pays where TensorFlow's own
@@ -79,7 +81,14 @@ def prepare(model, config: dict) -> dict:
                          "seed fixing turns on where a GPU trains; give --jit_compile false or --fix_seed false")
     model.steps_per_execution = STEPS_PER_EXECUTION
     return {"jit_compile": bool(model.jit_compile), "fused_batch_norm_layers": fuse_batch_norm(model),
-            "steps_per_execution": STEPS_PER_EXECUTION}
+            "steps_per_execution": STEPS_PER_EXECUTION, "onednn": onednn_enabled()}
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs oneDNN's kernels in this process (common/__init__.py asks for them)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def training_clock():

@@ -79,8 +79,10 @@ def trial_path(results: Path, folder: str, trial: int = 0) -> Path:
 
 def run_script(*args: str, cwd: Path | None = None, env: dict | None = None,
                timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run a python command as a user would, from another working directory by default."""
+    """Run a python command as a user would, from another working directory by default; `env`
+    adds to the environment (a value None unsets the variable)."""
     full_env = {k: v for k, v in os.environ.items() if k != "FASHION_MNIST_DIR"}
     full_env.update(env or {})
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset it
     return subprocess.run([sys.executable, *args], cwd=cwd or Path("/"), env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import regression
-from common import experiments, speed, variants
+from common import experiments, flops, speed, variants
 from conftest import REPO, run_script, trial_path
 
 # Fused and Keras' batch norm sum the batch's moments in another order: float noise, some 1e-6
@@ -99,6 +99,56 @@ def test_an_xla_trial_repeats_exactly_and_records_how_it_ran(tiny_data, tmp_path
     assert records[0]["metrics"] == records[1]["metrics"]
     assert records[0]["speed"]["jit_compile"] is True and records[0]["speed"]["fused_batch_norm_layers"] >= 1
     assert records[0]["variant"] == "epochs=2"
+
+
+def test_onednn_is_asked_for_repeats_exactly_and_is_recorded(tiny_data, tmp_path):
+    """common/__init__.py turns oneDNN's kernels on where TensorFlow would not (AVX2-only CPUs): same
+    seed, same threads, the same metrics twice, and the record says which kernels ran;
+    TF_ENABLE_ONEDNN_OPTS=0 still keeps TensorFlow's own."""
+    records = []
+    for run, flag in (("a", None), ("b", None), ("eigen", "0")):  # None: not set, common/ asks
+        results = tmp_path / run
+        done = run_script(str(REPO / "exp003_batch_norm" / "train.py"), "--data-dir", str(tiny_data),
+                          "--results-dir", str(results), "--epochs", "2", "--threads", "2",
+                          env={"TF_ENABLE_ONEDNN_OPTS": flag})
+        assert done.returncode == 0, done.stderr
+        records.append(json.loads((trial_path(results, "exp003_batch_norm") / "metrics.json").read_text()))
+    assert records[0]["metrics"] == records[1]["metrics"]
+    assert [r["speed"]["onednn"] for r in records] == [True, True, False]
+
+
+def test_this_cpus_kernels_get_the_experiments_convolution_gradients_right():
+    """The kernels this process runs (oneDNN's on every CPU, common/__init__.py) compute each
+    convolution of the collection's model families and its gradients as float64 does, to float32
+    noise. Not a given: on an AVX2-only AMD EPYC (TensorFlow 2.21) oneDNN's filter gradient of a
+    stride-2 1x1 convolution of an even-sized input with fewer than eight channels is far off; no
+    experiment has one (docs/benchmarks.md)."""
+    import keras
+
+    from common.tensorflow_setup import tf
+
+    shapes = set()
+    for name in ("exp004", "exp104", "exp110", "exp206", "exp309"):  # FCN, small BN net, ResNets, fast series
+        module = experiments.load_module(experiments.find(name))
+        model = module.build_model({**experiments.RUNNER_DEFAULTS, **module.CONFIG, "steps_per_epoch": 10})
+        for layer in flops.all_layers(model):
+            if isinstance(layer, keras.layers.Conv2D):
+                shapes.add((tuple(layer.input.shape[1:]), tuple(layer.kernel.shape), tuple(layer.strides),
+                            layer.padding.upper()))
+    rng = np.random.default_rng(6)
+    for image, kernel, strides, padding in sorted(shapes):
+        x, w = rng.normal(size=(4, *image)), rng.normal(size=kernel) / np.sqrt(np.prod(kernel[:3]))
+        found = {}
+        for dtype in (tf.float32, tf.float64):
+            xt, wt = tf.constant(x, dtype), tf.constant(w, dtype)
+            with tf.GradientTape() as tape:
+                tape.watch([xt, wt])
+                y = tf.nn.conv2d(xt, wt, strides, padding)
+                loss = tf.reduce_sum(y * tf.cos(y))  # gradients that differ from pixel to pixel
+            found[dtype] = [y.numpy(), *[g.numpy() for g in tape.gradient(loss, [xt, wt])]]
+        for what, a, b in zip(("output", "input gradient", "filter gradient"), found[tf.float32], found[tf.float64]):
+            error = np.abs(a - b).max() / np.abs(b).max()
+            assert error < 1e-4, f"{what} of a {kernel} convolution on {image}, strides {strides}: relative error {error:.1e}"
 
 
 def test_several_steps_a_call_train_exactly_as_one_step_a_call():
