@@ -257,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
 
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     sides = {"baseline": Side("baseline", args, env)}  # one after the other: warm-ups do not overlap
-    sides["project"] = Side("project", args, env if USER_ONEDNN is None else {**env, "TF_ENABLE_ONEDNN_OPTS": USER_ONEDNN})
-    seconds: dict[str, list[float]] = {name: [] for name in ("baseline", "project", "pipeline", "conv", "baseline conv")}
+    project_env = env if USER_ONEDNN is None else {**env, "TF_ENABLE_ONEDNN_OPTS": USER_ONEDNN}
+    sides["project"] = Side("project", args, project_env)
+    timed = ("baseline", "project", "pipeline", "conv", "baseline conv")
+    seconds: dict[str, list[float]] = {name: [] for name in timed}
     for round_ in range(1, args.rounds + 1):  # taking turns: a noisy neighbour slows each alike
         for name, side in sides.items():
             seconds[name].append(side.ask("fit", round_))

@@ -148,7 +148,8 @@ def test_this_cpus_kernels_get_the_experiments_convolution_gradients_right():
             found[dtype] = [y.numpy(), *[g.numpy() for g in tape.gradient(loss, [xt, wt])]]
         for what, a, b in zip(("output", "input gradient", "filter gradient"), found[tf.float32], found[tf.float64]):
             error = np.abs(a - b).max() / np.abs(b).max()
-            assert error < 1e-4, f"{what} of a {kernel} convolution on {image}, strides {strides}: relative error {error:.1e}"
+            assert error < 1e-4, (f"{what} of a {kernel} convolution on {image}, strides {strides}: "
+                                  f"relative error {error:.1e}")
 
 
 def test_several_steps_a_call_train_exactly_as_one_step_a_call():
