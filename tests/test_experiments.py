@@ -178,3 +178,44 @@ def test_a_layer_with_adapt_is_fitted_to_the_training_images_before_training(tin
     patches = np.lib.stride_tricks.sliding_window_view(x_train[..., 0], (3, 3), axis=(1, 2)).reshape(-1, 9)
     whitened = np.cov(patches @ kept[..., 0, :9].reshape(9, 9), rowvar=False)
     assert np.abs(whitened - np.diag(np.diag(whitened))).max() < 1e-3 * np.diag(whitened).max()
+
+
+def test_lookahead_pulls_the_weights_back_to_the_slow_copy_as_airbench_does():
+    """exp312's optimizer against the algorithm written out in numpy (airbench's LookaheadState on
+    Nesterov SGD): before its start it takes SGD's steps untouched; from then on every 5th step pulls the
+    slow copy toward the weights by 1 - rho, rho = 0.95**5 * progress**3, and the weights jump to it,
+    and at each epoch's end the weights are the slow copy."""
+    import keras
+    import numpy as np
+
+    module = experiments.load_module(experiments.find("exp312"))
+    total, per_epoch, lr, momentum = 36, 12, 0.1, 0.9  # epochs end between pulls too
+    optimizer = module.LookaheadSGD(total, per_epoch, every=5, start=0.3, decay=0.95, power=3.0,
+                                    learning_rate=lr, momentum=momentum, nesterov=True)
+    weights = keras.Variable(np.ones(4, dtype="float32"))
+    grads = np.random.default_rng(0).normal(size=(total, 4)).astype("float32")
+
+    w, slow, velocity, start = np.ones(4), np.zeros(4), np.zeros(4), round(0.3 * total)
+    for step, g in enumerate(grads, start=1):
+        optimizer.apply([keras.ops.convert_to_tensor(g)], [weights])
+        velocity = momentum * velocity - lr * g  # Keras' Nesterov SGD, no weight decay
+        w = w + momentum * velocity - lr * g
+        rho = 0.95 ** 5 * (step / total) ** 3 if step > start else 0.0
+        if step % 5 == 0:
+            slow = slow + (1 - rho) * (w - slow)
+            if step > start:
+                w = slow.copy()
+        if step > start and step % per_epoch == 0:
+            w = slow.copy()
+        assert np.allclose(weights.numpy(), w, rtol=1e-5, atol=1e-6), step
+        if step == start:  # untouched so far: plain SGD's steps
+            plain = np.ones(4) + sum(momentum * v - lr * gg for v, gg in _velocities(grads[:step], lr, momentum))
+            assert np.allclose(weights.numpy(), plain, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(w, plain)  # and it did pull
+
+
+def _velocities(grads, lr, momentum):
+    velocity = 0.0
+    for g in grads:
+        velocity = momentum * velocity - lr * g
+        yield velocity, g
