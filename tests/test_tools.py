@@ -494,6 +494,15 @@ def test_vector_instructions_names_the_widest_extension():
     assert vector_instructions("flags : fpu sse2") == "none of AVX, AVX2, AVX-512"
     assert vector_instructions("Features : fp asimd") is None  # not an x86 /proc/cpuinfo
 
+
+def test_cpu_model_reads_family_and_model_of_the_first_processor():
+    from common.results import cpu_model
+
+    cpuinfo = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+               "model name\t: AMD EPYC 9B14\n\nprocessor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\n")
+    assert cpu_model(cpuinfo) == "family 25, model 17"  # "model name" is not "model"
+    assert cpu_model("Features : fp asimd") is None  # not an x86 /proc/cpuinfo
+
 def test_trial_cost_counts_a_variant_no_folder_holds(tmp_path):
     from common import experiments
     from common.cli import UsageError
