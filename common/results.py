@@ -196,15 +196,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpuinfo() -> str | None:
+    """/proc/cpuinfo's text (None where it is missing: not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+
+
 def vector_instructions(cpuinfo: str | None = None) -> str | None:
     """The widest SIMD extension the CPU has: "AVX-512", "AVX2" or "AVX" (None where /proc/cpuinfo is
     missing). Machines with the same CPU name may differ here (one AMD EPYC with AVX-512, another
     with AVX2 only): about 2x in epoch time and other last digits of the results."""
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
+        return None
     flags = set(cpuinfo.split())
     for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
         if flag in flags:
@@ -216,11 +222,9 @@ def cpu_model(cpuinfo: str | None = None) -> str | None:
     """The CPU's family and model numbers, e.g. "family 25, model 17" (None where /proc/cpuinfo is
     missing or has neither). Two CPUs sold under one name ("AMD EPYC", both with AVX-512) train
     exp206 1.7x apart; these numbers tell them apart."""
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
+        return None
     fields = {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
