@@ -10,6 +10,9 @@ An experiment turns each op on with its own CONFIG keys:
     crop_padding=2               pad the image with this many black pixels on each side, then crop a
                                  28x28 window at a random offset (a random shift of up to 2 pixels)
     flip_prob=0.5                probability that an image is mirrored left-right
+    flip_alternate=True          airbench's alternating flip instead: a random half of the images,
+                                 fixed for the trial, is mirrored in odd epochs, the other half in
+                                 even ones (applied by the pipeline, which knows the epoch)
     erase_prob=0.5               probability that an image gets one erased rectangle
     erase_area=(0.02, 0.4)       rectangle area as a fraction of the image (Zhong et al.'s s_l, s_h)
     erase_aspect=(0.3, 3.3)      rectangle height/width ratio (r_1, 1/r_1)
@@ -28,10 +31,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from common.tensorflow_setup import tf  # TensorFlow, started without its start-up notices
 
 # Every augmentation key and its value when an experiment leaves it out: all ops off.
 DEFAULTS = {"zoom_range": None, "zoom_fill": "nearest", "crop_padding": 0, "flip_prob": 0.0,
+            "flip_alternate": False,
             "erase_prob": 0.0, "erase_area": (0.02, 0.4), "erase_aspect": (0.3, 1 / 0.3),
             "erase_value": (0.0, 1.0), "mixup_alpha": 0.0}
 ERASE_TRIES = 10  # candidate rectangles per image; the first that fits is used, as in the paper's loop
@@ -100,6 +106,14 @@ def flip(images: tf.Tensor, seed: tf.Tensor, prob: float) -> tf.Tensor:
     return tf.where(mirrored[:, None, None, None], tf.reverse(images, axis=[2]), images)
 
 
+def alternating_flips(count: int, trial_seed: int, epoch: int) -> np.ndarray:
+    """Which of `count` training images to mirror in `epoch` (from 1), airbench's way: a random half,
+    drawn once for the trial, in odd epochs and the other half in even ones. Every image is seen both
+    ways in any two epochs running, where random flips show half of them one way only."""
+    first = np.random.default_rng([trial_seed, 2**31]).random(count) < 0.5  # not an epoch's stream
+    return first if epoch % 2 else ~first
+
+
 def random_erase(images: tf.Tensor, seed: tf.Tensor, prob: float, area, aspect, value) -> tf.Tensor:
     """Random erasing (Zhong et al. 2017): with probability prob, fill one rectangle with one value."""
     batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
@@ -163,6 +177,10 @@ def check_config(config: dict) -> None:
         raise ValueError(f"crop_padding {s['crop_padding']!r} must be a whole number of pixels from 0 (off) to 13")
     if not 0 <= s["flip_prob"] <= 1:
         raise ValueError(f"flip_prob {s['flip_prob']} must lie in [0, 1]")
+    if s["flip_alternate"] not in (True, False):
+        raise ValueError(f"flip_alternate {s['flip_alternate']!r} must be True or False")
+    if s["flip_alternate"] and s["flip_prob"]:
+        raise ValueError("flip_alternate mirrors half the images every epoch already: set flip_prob=0")
     if s["erase_prob"]:
         if not 0 <= s["erase_prob"] <= 1:
             raise ValueError(f"erase_prob {s['erase_prob']} must lie in [0, 1]")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.augment import augmenter
+from common.augment import alternating_flips, augmenter
 from common.tensorflow_setup import tf  # TensorFlow, started without its start-up notices
 
 NUM_CLASSES = 10
@@ -37,10 +37,16 @@ def epoch_seed(trial_seed: int, epoch: int) -> int:
     return int(np.random.default_rng([trial_seed, epoch]).integers(2**31 - 1))
 
 
-def train_dataset(x: np.ndarray, y: np.ndarray, config: dict, seed: int) -> tf.data.Dataset:
-    """One epoch of training batches: shuffled by `seed`, then augmented batch by batch."""
+def train_dataset(x: np.ndarray, y: np.ndarray, config: dict, seed: int, epoch: int = 1,
+                  trial_seed: int = 0) -> tf.data.Dataset:
+    """One epoch of training batches: shuffled by `seed`, then augmented batch by batch. `epoch` and
+    `trial_seed` matter only to alternating flips, which depend on the image and the epoch's parity."""
     order = np.random.default_rng(seed).permutation(len(x))
-    ds = tf.data.Dataset.from_tensor_slices((x[order], labels_for(y[order], config)))
+    images = x[order]
+    if config.get("flip_alternate"):
+        mirrored = alternating_flips(len(x), trial_seed, epoch)[order]
+        images = np.where(mirrored[:, None, None, None], images[:, :, ::-1], images)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels_for(y[order], config)))
     ds = ds.batch(config["batch_size"])
     augment = augmenter(config)
     if augment is not None:

@@ -119,7 +119,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         epoch = state["epoch"] + 1
         start = time.perf_counter()
         train_ds = pipeline.train_dataset(dataset.x_train, dataset.y_train, config,
-                                          pipeline.epoch_seed(seed, epoch))
+                                          pipeline.epoch_seed(seed, epoch), epoch=epoch, trial_seed=seed)
         # In a terminal, Keras' progress bar within the epoch; in a log file or pipe, only our line.
         logs = model.fit(train_ds, validation_data=valid_ds, epochs=1, shuffle=False, callbacks=[clock],
                          verbose=1 if sys.stdout.isatty() else 0).history

@@ -217,6 +217,24 @@ def test_without_augmentation_training_batches_are_a_shuffle_of_the_data():
     np.testing.assert_array_equal(images[order], x[np.argsort(x.reshape(len(x), -1)[:, 0])])
 
 
+def test_alternating_flips_mirror_each_image_in_exactly_one_of_two_epochs():
+    x, y = data(400)
+    config = {"batch_size": 64, "flip_alternate": True}
+    assert augment.augmenter(config) is None  # nothing left for the batch ops: the pipeline flips
+    order = np.random.default_rng(5).permutation(len(x))  # the order train_dataset's seed=5 gives
+    mirrored = {}
+    for epoch in (1, 2, 3):
+        images = np.concatenate([b[0] for b in batches(
+            pipeline.train_dataset(x, y, config, seed=5, epoch=epoch, trial_seed=3))])
+        flipped = np.all(images == x[order][:, :, ::-1], axis=(1, 2, 3))
+        assert np.all(flipped | np.all(images == x[order], axis=(1, 2, 3)))  # each image whole, one way
+        mirrored[epoch] = flipped
+    assert np.all(mirrored[1] ^ mirrored[2]) and np.array_equal(mirrored[1], mirrored[3])
+    assert 150 < mirrored[1].sum() < 250  # about half, drawn per trial
+    other = augment.alternating_flips(len(x), trial_seed=4, epoch=1)
+    assert not np.array_equal(other, augment.alternating_flips(len(x), trial_seed=3, epoch=1))
+
+
 @pytest.mark.parametrize("config, message", [
     ({"zoom_range": (1.1, 0.9)}, "zoom_range"),
     ({"zoom_range": (0.9, 1.1), "zoom_fill": "black"}, "zoom_fill"),
@@ -226,6 +244,8 @@ def test_without_augmentation_training_batches_are_a_shuffle_of_the_data():
     ({"crop_padding": 2.5}, "crop_padding"),
     ({"crop_padding": -1}, "crop_padding"),
     ({"flip_prob": 2}, "flip_prob"),
+    ({"flip_alternate": True, "flip_prob": 0.5}, "flip_prob=0"),
+    ({"flip_alternate": "yes"}, "flip_alternate"),
 ])
 def test_bad_settings_are_named(config, message):
     with pytest.raises(ValueError, match=message):
