@@ -45,7 +45,7 @@ def train_dataset(x: np.ndarray, y: np.ndarray, config: dict, seed: int, epoch: 
     images = x[order]
     if config.get("flip_alternate"):
         mirrored = alternating_flips(len(x), trial_seed, epoch)[order]
-        images = np.where(mirrored[:, None, None, None], images[:, :, ::-1], images)
+        images[mirrored] = images[mirrored, :, ::-1]  # in place: x[order] is already a copy
     ds = tf.data.Dataset.from_tensor_slices((images, labels_for(y[order], config)))
     ds = ds.batch(config["batch_size"])
     augment = augmenter(config)
