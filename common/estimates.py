@@ -25,11 +25,19 @@ def running_epoch_seconds(results_dir: Path, data: str) -> dict[str, float]:
     return {folder: float(np.median(values)) for folder, values in seconds.items() if values}
 
 
+def trial_minutes(rows: pd.DataFrame, fast_only: bool = True) -> pd.Series:
+    """Each experiment's median trial minutes: of its trials on the faster path (`common/speed.py`)
+    where it has any and `fast_only`, else of all its finished trials."""
+    if fast_only and "fast_trial_minutes" in rows:
+        return rows.fast_trial_minutes.fillna(rows.trial_minutes)
+    return rows.trial_minutes
+
+
 def planned_compute(summary: pd.DataFrame, variant_rows: pd.DataFrame) -> str:
     """The trial-hours the planned variants still need on this data, at their recipes' trial times."""
     if variant_rows.empty:
         return ""
-    minutes = summary[summary.split == "test"].set_index("folder").trial_minutes
+    minutes = trial_minutes(summary[summary.split == "test"].set_index("folder"))
     missing = (variant_rows.planned_trials.fillna(0) - variant_rows.trials).clip(lower=0)
     hours = float((missing * variant_rows.folder.map(minutes).fillna(0)).sum() / 60)
     count = int(missing.sum())
@@ -50,51 +58,67 @@ def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str,
     (default: all of them).
     """
     rows = summary[summary.split == "test"].set_index("folder")
-    epoch_seconds = dict(epoch_seconds or {})
-    for folder, row in rows.iterrows():  # finished trials: their wall time over the epochs they ran
-        epochs_run = max(1.0, (row.epochs_run_min + row.epochs_run_max) / 2)
-        epoch_seconds.setdefault(folder, row.trial_minutes * 60 / epochs_run)
     typical_epochs = float(((rows.epochs_run_min + rows.epochs_run_max) / 2).median()) if len(rows) else math.inf
-    hours, from_epochs, from_base, evaluation_only, unknown = 0.0, [], {}, [], []
-    for folder in experiments.all_folders() if folders is None else folders:
-        config = experiments.read_definition(folder).config
-        if folder.name in rows.index:
-            row = rows.loc[folder.name]
-            hours += max(0, config["trials"] - int(row.trials)) * row.trial_minutes / 60
-            continue
-        if experiments.trains_like_base(folder):
-            evaluation_only.append(experiments.experiment_id(folder))
-            continue
-        timed = folder if folder.name in epoch_seconds else next(
-            (base for base in experiments.base_chain(folder) if base.name in epoch_seconds), None)
-        if timed is None:
-            unknown.append(experiments.experiment_id(folder))
-            continue
-        epochs = config["epochs"]
-        if config["patience"] < epochs:  # early stopping: as its nearest finished base did, in proportion
-            finished = next((base for base in experiments.base_chain(folder) if base.name in rows.index), None)
-            share = ((rows.loc[finished.name, "epochs_run_min"] + rows.loc[finished.name, "epochs_run_max"]) / 2
-                     / rows.loc[finished.name, "epochs_max"]) if finished else typical_epochs / epochs
-            epochs = min(epochs, epochs * share)
-        hours += config["trials"] * epochs * epoch_seconds[timed.name] / 3600
-        if timed == folder:
-            from_epochs.append(experiments.experiment_id(folder))
-        else:
-            from_base.setdefault(experiments.experiment_id(timed), []).append(experiments.experiment_id(folder))
-    text = (f"*Still to run on `{data}`* to reach every experiment's own trial count: about {hours:.0f} "
-            f"trial-hours (median wall time of each experiment's finished trials as they ran here"
+    evaluation_only, unknown, from_epochs, from_base = [], [], [], {}
+
+    def hours(minutes: pd.Series, record: bool = False) -> float:
+        seconds = dict(epoch_seconds or {})
+        for folder, row in rows.iterrows():  # finished trials: their wall time over the epochs they ran
+            seconds.setdefault(folder, minutes[folder] * 60 / max(1.0, (row.epochs_run_min + row.epochs_run_max) / 2))
+        total = 0.0
+        for folder in experiments.all_folders() if folders is None else folders:
+            config = experiments.read_definition(folder).config
+            if folder.name in rows.index:
+                total += max(0, config["trials"] - int(rows.loc[folder.name].trials)) * minutes[folder.name] / 60
+                continue
+            if experiments.trains_like_base(folder):
+                evaluation_only.extend([experiments.experiment_id(folder)] if record else [])
+                continue
+            timed = folder if folder.name in seconds else next(
+                (base for base in experiments.base_chain(folder) if base.name in seconds), None)
+            if timed is None:
+                unknown.extend([experiments.experiment_id(folder)] if record else [])
+                continue
+            epochs = config["epochs"]
+            if config["patience"] < epochs:  # early stopping: as its nearest finished base did, in proportion
+                finished = next((base for base in experiments.base_chain(folder) if base.name in rows.index), None)
+                share = ((rows.loc[finished.name, "epochs_run_min"] + rows.loc[finished.name, "epochs_run_max"])
+                         / 2 / rows.loc[finished.name, "epochs_max"]) if finished else typical_epochs / epochs
+                epochs = min(epochs, epochs * share)
+            total += config["trials"] * epochs * seconds[timed.name] / 3600
+            if record and timed == folder:
+                from_epochs.append(experiments.experiment_id(folder))
+            elif record:
+                from_base.setdefault(experiments.experiment_id(timed), []).append(experiments.experiment_id(folder))
+        return total
+
+    fast_hours = hours(trial_minutes(rows), record=True)
+    all_hours = hours(trial_minutes(rows, fast_only=False))
+    text = (f"*Still to run on `{data}`* to reach every experiment's own trial count: about {fast_hours:.0f} "
+            f"trial-hours (median wall time of each experiment's finished trials as they ran here, of those on "
+            f"the faster path (`common/speed.py`) where it has any"
             + (f"; for {', '.join(from_epochs)}, the epoch time of a running trial" if from_epochs else "")
             + "".join(f"; for {', '.join(ids)}, not run yet, the epoch time of {base}"
                       for base, ids in from_base.items())
             + ("; times the epochs a trial will likely run: where early stopping ends it, the share of "
                "its epochs that its nearest finished base ran" if from_epochs or from_base else "")
-            + f"; two trials side by side on two cores take about {hours / 2:.0f} hours)")
+            + f"; two trials side by side on two cores take about {fast_hours / 2:.0f} hours)")
     if len(rows) and "fast_path_trials" in rows:
         fast, finished = int(rows.fast_path_trials.sum()), int(rows.trials.sum())
-        text += (f"; {fast} of the {finished} finished trials trained on the faster path (`common/speed.py`), "
-                 f"the others on plain Keras' step, which docs/benchmarks.md measured slower: the estimate "
-                 f"is high by that speed-up until their times are replaced" if fast < finished else
-                 "; every finished trial trained on the faster path (`common/speed.py`)")
+        text += f"; {fast} of the {finished} finished trials trained on the faster path"
+        if round(all_hours) != round(fast_hours):
+            text += (f", and at the median of all of them, plain Keras' step included, the estimate would be "
+                     f"{all_hours:.0f} trial-hours (a difference of the path's speed-up and of the CPUs the "
+                     f"trials met)")
+        plain = [experiments.experiment_id(folder) for folder in (experiments.all_folders() if folders is None
+                 else folders) if folder.name in rows.index and rows.loc[folder.name].fast_path_trials == 0
+                 and not experiments.trains_like_base(folder)
+                 and experiments.read_definition(folder).config["trials"] > rows.loc[folder.name].trials]
+        if plain:
+            text += (f"; {', '.join(plain)} still lack{'s' if len(plain) == 1 else ''} trials and "
+                     f"{'has' if len(plain) == 1 else 'have'} none on the faster path: "
+                     f"{'its' if len(plain) == 1 else 'their'} share is high by its speed-up "
+                     f"(docs/benchmarks.md)")
     if evaluation_only:
         one = len(evaluation_only) == 1
         text += f"; {', '.join(evaluation_only)} only score{'s its' if one else ' their'} base's weights (minutes)"

@@ -57,12 +57,15 @@ def summarize_trials(trials: pd.DataFrame, results_dir: Path,
                      ensembles: dict[tuple[str, str], predictions.Ensemble] | None = None) -> pd.DataFrame:
     """summary.csv: one row per data copy, experiment and split; the test rows add the ensemble."""
     table = stats.aggregate(trials, GROUP)
+    # the wall time of the trials on the faster path alone: what the trials still to run will take
+    trials = trials.assign(fast_wall_seconds=trials.wall_seconds.where(trials.fast_path.astype(bool)))
     extra = trials.groupby(GROUP, sort=False).agg(
         epochs_max=("epochs_max", "max"), epochs_capped=("epochs_capped", "any"),
         epochs_run_min=("epochs_run", "min"), epochs_run_max=("epochs_run", "max"),
         default_trials=("default_trials", "max"), seed_fixed=("seed_fixed", "all"),
         test_time_flip=("test_time_flip", "any"), test_time_shift=("test_time_shift", "max"),
         trial_minutes=("wall_seconds", lambda w: w.median() / 60),
+        fast_trial_minutes=("fast_wall_seconds", lambda w: w.median() / 60),
         crossentropy_mean=("crossentropy", lambda c: c.mean() if c.notna().all() else math.nan),
         device=("device", lambda d: "/".join(sorted(set(d)))), fast_path_trials=("fast_path", "sum"),
         base=("base", "first"), explanation=("explanation", "first"),

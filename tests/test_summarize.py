@@ -180,13 +180,20 @@ def test_the_compute_still_to_run_is_estimated_from_the_finished_trials(results,
     assert f"*Still to run on `{DATA}`*" in readme.read_text()
 
 
-def test_the_estimate_says_how_many_trials_trained_on_the_faster_path(results):
+def test_the_estimate_takes_the_faster_paths_trials_where_an_experiment_has_them(results):
     text = _remaining(results, "exp001", "exp102")
     assert "0 of the 4 finished trials trained on the faster path" in text  # the fixture's, as from before it
+    assert "exp102 still lacks trials and has none on the faster path: its share is high" in text
     fast = record("exp102", "exp102_conv", 3, 0.9, default_trials=10)
     fast["speed"] = {"jit_compile": False, "fused_batch_norm_layers": 0, "steps_per_execution": 16}
+    fast["wall_seconds"] = 3600.0
     write(results, "exp102_conv", 3, fast)
-    assert "1 of the 5 finished trials trained on the faster path" in _remaining(results, "exp001", "exp102")
+    text = _remaining(results, "exp001", "exp102")
+    # exp102 lacks 6 of its 10 trials: at its one faster-path trial's hour, 6 hours; at the median of
+    # all four (12, 12, 12 and 3600 s), seconds
+    assert "about 6 trial-hours" in text and "1 of the 5 finished trials trained on the faster path" in text
+    assert "plain Keras' step included, the estimate would be 0 trial-hours" in text
+    assert "none on the faster path" not in text
 
 
 def test_an_experiment_without_finished_trials_is_estimated_from_its_running_trials_epochs(results):
