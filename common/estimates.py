@@ -59,41 +59,46 @@ def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str,
     """
     rows = summary[summary.split == "test"].set_index("folder")
     typical_epochs = float(((rows.epochs_run_min + rows.epochs_run_max) / 2).median()) if len(rows) else math.inf
-    evaluation_only, unknown, from_epochs, from_base = [], [], [], {}
+    evaluation_only, unknown, from_epochs, from_base, plain = [], [], [], {}, []
+    trials_left: dict[str, int] = {}  # finished experiments: trials still to run at their own trial time
+    epochs_left: dict[str, float] = {}  # the others: epochs still to run at the epoch time of `timed`
+    for folder in experiments.all_folders() if folders is None else folders:
+        config = experiments.read_definition(folder).config
+        if folder.name in rows.index:
+            trials_left[folder.name] = max(0, config["trials"] - int(rows.loc[folder.name].trials))
+            if trials_left[folder.name] and rows.loc[folder.name].get("fast_path_trials", 1) == 0 \
+                    and not experiments.trains_like_base(folder):
+                plain.append(experiments.experiment_id(folder))
+            continue
+        if experiments.trains_like_base(folder):
+            evaluation_only.append(experiments.experiment_id(folder))
+            continue
+        timed = folder if folder.name in (epoch_seconds or {}) or folder.name in rows.index else next(
+            (base for base in experiments.base_chain(folder)
+             if base.name in (epoch_seconds or {}) or base.name in rows.index), None)
+        if timed is None:
+            unknown.append(experiments.experiment_id(folder))
+            continue
+        epochs = config["epochs"]
+        if config["patience"] < epochs:  # early stopping: as its nearest finished base did, in proportion
+            finished = next((base for base in experiments.base_chain(folder) if base.name in rows.index), None)
+            share = ((rows.loc[finished.name, "epochs_run_min"] + rows.loc[finished.name, "epochs_run_max"]) / 2
+                     / rows.loc[finished.name, "epochs_max"]) if finished else typical_epochs / epochs
+            epochs = min(epochs, epochs * share)
+        epochs_left[timed.name] = epochs_left.get(timed.name, 0.0) + config["trials"] * epochs
+        if timed == folder:
+            from_epochs.append(experiments.experiment_id(folder))
+        else:
+            from_base.setdefault(experiments.experiment_id(timed), []).append(experiments.experiment_id(folder))
 
-    def hours(minutes: pd.Series, record: bool = False) -> float:
-        seconds = dict(epoch_seconds or {})
-        for folder, row in rows.iterrows():  # finished trials: their wall time over the epochs they ran
-            seconds.setdefault(folder, minutes[folder] * 60 / max(1.0, (row.epochs_run_min + row.epochs_run_max) / 2))
-        total = 0.0
-        for folder in experiments.all_folders() if folders is None else folders:
-            config = experiments.read_definition(folder).config
-            if folder.name in rows.index:
-                total += max(0, config["trials"] - int(rows.loc[folder.name].trials)) * minutes[folder.name] / 60
-                continue
-            if experiments.trains_like_base(folder):
-                evaluation_only.extend([experiments.experiment_id(folder)] if record else [])
-                continue
-            timed = folder if folder.name in seconds else next(
-                (base for base in experiments.base_chain(folder) if base.name in seconds), None)
-            if timed is None:
-                unknown.extend([experiments.experiment_id(folder)] if record else [])
-                continue
-            epochs = config["epochs"]
-            if config["patience"] < epochs:  # early stopping: as its nearest finished base did, in proportion
-                finished = next((base for base in experiments.base_chain(folder) if base.name in rows.index), None)
-                share = ((rows.loc[finished.name, "epochs_run_min"] + rows.loc[finished.name, "epochs_run_max"])
-                         / 2 / rows.loc[finished.name, "epochs_max"]) if finished else typical_epochs / epochs
-                epochs = min(epochs, epochs * share)
-            total += config["trials"] * epochs * seconds[timed.name] / 3600
-            if record and timed == folder:
-                from_epochs.append(experiments.experiment_id(folder))
-            elif record:
-                from_base.setdefault(experiments.experiment_id(timed), []).append(experiments.experiment_id(folder))
-        return total
+    def hours(minutes: pd.Series) -> float:
+        """The trial-hours left at these per-experiment trial minutes (a running trial's epochs first)."""
+        seconds = {folder: minutes[folder] * 60 / max(1.0, (row.epochs_run_min + row.epochs_run_max) / 2)
+                   for folder, row in rows.iterrows()} | dict(epoch_seconds or {})
+        return (sum(left * minutes[name] / 60 for name, left in trials_left.items())
+                + sum(epochs * seconds[name] / 3600 for name, epochs in epochs_left.items()))
 
-    fast_hours = hours(trial_minutes(rows), record=True)
-    all_hours = hours(trial_minutes(rows, fast_only=False))
+    fast_hours, all_hours = hours(trial_minutes(rows)), hours(trial_minutes(rows, fast_only=False))
     text = (f"*Still to run on `{data}`* to reach every experiment's own trial count: about {fast_hours:.0f} "
             f"trial-hours (median wall time of each experiment's finished trials as they ran here, of those on "
             f"the faster path (`common/speed.py`) where it has any"
@@ -110,10 +115,6 @@ def remaining_compute(summary: pd.DataFrame, data: str, epoch_seconds: dict[str,
             text += (f", and at the median of all of them, plain Keras' step included, the estimate would be "
                      f"{all_hours:.0f} trial-hours (a difference of the path's speed-up and of the CPUs the "
                      f"trials met)")
-        plain = [experiments.experiment_id(folder) for folder in (experiments.all_folders() if folders is None
-                 else folders) if folder.name in rows.index and rows.loc[folder.name].fast_path_trials == 0
-                 and not experiments.trains_like_base(folder)
-                 and experiments.read_definition(folder).config["trials"] > rows.loc[folder.name].trials]
         if plain:
             text += (f"; {', '.join(plain)} still lack{'s' if len(plain) == 1 else ''} trials and "
                      f"{'has' if len(plain) == 1 else 'have'} none on the faster path: "
