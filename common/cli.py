@@ -1,12 +1,15 @@
 """The command line of every experiment's train.py: the common flags, one flag per CONFIG key, and
-the checks on the effective config; the exit codes every tool returns and the error a user fixes by
-changing the command. Importing it does not start TensorFlow.
+the checks on the effective config; the exit codes every tool returns, the error a user fixes by
+changing the command, and Ctrl-C made certain to stop a run. Importing it does not start TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
+import threading
 from pathlib import Path
 
 from common import results
@@ -17,6 +20,42 @@ from common.variants import parse_like
 # Config keys the runner itself reads; every other key is the experiment's own (build_model reads it).
 REQUIRED_KEYS = ("trials", "seed", "epochs", "patience", "batch_size")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# Ctrl-C (SIGINT) raises KeyboardInterrupt, and Python drops an exception raised while a finalizer
+# (__del__) runs: TensorFlow runs many at each epoch's end, so an interrupt can vanish and the trial
+# run on to its end. Within `interrupts_kept` each SIGINT is also remembered, and the loops that run
+# long (a trial's epochs, run_all's trials) check for one at each turn.
+_interrupted = threading.Event()
+
+
+@contextlib.contextmanager
+def interrupts_kept():
+    """SIGINT raises KeyboardInterrupt as Python's own handler does, and is remembered for
+    `stop_if_interrupted`. Only where Python's handler is in place (the main thread; not a process
+    started with SIGINT ignored, which stays as it is)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def handler(signum, frame):
+        _interrupted.set()
+        raise KeyboardInterrupt
+
+    _interrupted.clear()
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _interrupted.clear()
+
+
+def stop_if_interrupted() -> None:
+    """Raise the KeyboardInterrupt of a SIGINT whose own was dropped (see `interrupts_kept`)."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 class UsageError(Exception):

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from common import data as fmnist
 from common import experiments, results, summarize, variants
 from common.trials import collect_trials
-from common.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from common.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, interrupts_kept, stop_if_interrupted
 from common.schedule import Trial, next_ready, plan, threads_per_trial, train_arguments, waits_elsewhere
 
 LOG_NAME = "run_all.log"
@@ -152,6 +152,7 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
         log.write(f"\n=== run_all started {results.now_iso()}: {len(todo)} trial(s) ===\n")
         try:
             while waiting or running:
+                stop_if_interrupted()  # one Python dropped in a finalizer
                 while waiting and len(running) < args.jobs:
                     trial = next_ready(waiting)
                     if trial is None and (running or any(map(waits_elsewhere, waiting))):
@@ -338,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
     else:
-        completed = execute(todo, args, args.results_dir / LOG_NAME)
+        with interrupts_kept():
+            completed = execute(todo, args, args.results_dir / LOG_NAME)
     table = report(trials, todo)
     print("\n" + table.to_string(index=False))
     if not args.smoke:

@@ -27,7 +27,8 @@ from typing import Any, Callable
 from common import data as fmnist
 from common import results, variants
 from common.checkpoint import Checkpoint
-from common.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, build_parser, parse_config
+from common.cli import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, build_parser,
+                        interrupts_kept, parse_config, stop_if_interrupted)
 from common.experiments import RUNNER_DEFAULTS, config_difference
 from common.record import SCHEMA_VERSION, data_fingerprint, read as read_record
 from common.kept_weights import rescore_trial, reusable_base_trial, score_base_weights
@@ -55,8 +56,9 @@ def run_experiment(train_file: str, experiment: str, base: str | None, explanati
             source = variants.weights_source(Path(train_file).resolve().parent, variant)
         except (OSError, SyntaxError, ValueError):  # a base whose train.py cannot be read: train
             source = None
-        return _run(folder, experiment, base, explanation, config, effective, overrides, args, build_model,
-                    variant, source)
+        with interrupts_kept():  # Ctrl-C stops the trials even where Python would drop it
+            return _run(folder, experiment, base, explanation, config, effective, overrides, args, build_model,
+                        variant, source)
     except (fmnist.DataError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -149,6 +151,7 @@ def _run(folder, experiment, base, explanation, default_config, config, override
     log(f"device: {provenance['hardware']['device']}, {provenance['hardware']['threads']} thread(s)")
     skipped = 0
     for trial, directory in pending:
+        stop_if_interrupted()  # one dropped while the trial before was scored
         with results.trial_lock(directory) as acquired:
             if not acquired:
                 log(f"{where} trial {trial}: another process is running it; skipped")

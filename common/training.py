@@ -14,7 +14,7 @@ import numpy as np
 from common import data as fmnist
 from common import flops, results, speed
 from common.checkpoint import Checkpoint, history_csv, layers_only, save_weights
-from common.cli import UsageError
+from common.cli import UsageError, stop_if_interrupted
 from common.evaluation import evaluate, scoring_passes
 from common.experiments import config_difference
 
@@ -147,6 +147,7 @@ def run_trial(trial: int, directory: Path, config: dict, build_model: Callable[[
         state["wall_seconds"] += row["seconds"]
         checkpoint.save(model, state, improved)
         log(_epoch_line(label, row, config["epochs"], improved))
+        stop_if_interrupted()  # one that came during the epoch and was dropped: the epoch is kept
 
     # Early stopping's restore_best_weights: evaluate the best epoch (lowest valid loss by default).
     checkpoint.restore(model, state["best_weights"])
