@@ -6,6 +6,7 @@
     python -m common.run_all --only 'exp1*' --round-robin --jobs 2   # rows grow together
     python -m common.run_all --only 'exp2*' --only 'exp1*' --round-robin --jobs 2   # exp2xx first
     python -m common.run_all --ray auto --gpus-per-trial 0.25        # on a Ray cluster
+    python -m common.run_all --only exp114 exp203 --jobs 2 --until 00:45    # what ends by 00:45
     python -m common.run_all --only exp104 --set l2=0.01,0.003 --set batch_size=32,64 --trials 3  # a sweep
 
 Each trial runs as its own `python expNNN_<slug>/train.py --trial I` process, so a crash, a NaN
@@ -17,6 +18,11 @@ rerun with the same --jobs to get the same numbers). An evaluation-only experime
 scored with test-time flips) waits for its base's same trial and scores the weights it kept instead
 of training them again (under --ray it trains them itself). At the end the summary, plots and README
 table are regenerated (not after --smoke: smoke results are never summarised).
+
+--until HH:MM (or +90m) starts a trial only where it is expected to end by then: the median time of its
+experiment's finished trials (on this CPU model and thread count where it has some) less what its
+checkpoint has done. The others are held back and listed; a rerun starts them. For a session or a
+lent machine that ends at a known time: nothing is left half-run at the end.
 
 --set KEY=V1,V2,... (repeatable) runs every combination of the values as variants of each selected
 experiment (common.variants), filed beside its recipe under <experiment>/variants/<key=value,...>/;
@@ -45,6 +51,7 @@ from tqdm import tqdm
 
 from common import data as fmnist
 from common import experiments, results, summarize, variants
+from common.checkpoint import Checkpoint
 from common.trials import collect_trials
 from common.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, interrupts_kept, stop_if_interrupted
 from common.schedule import Trial, next_ready, plan, threads_per_trial, train_arguments, waits_elsewhere
@@ -72,6 +79,21 @@ def _read_lines(process: subprocess.Popen, trial: Trial, lines: queue.Queue) -> 
     lines.put((trial, None))  # end of output
 
 
+def expected_seconds(trial: Trial, typical: dict[str, float], took: dict[str, list[float]] | None = None,
+                     guess: bool = False) -> float:
+    """A trial's expected seconds: the median of its experiment's (or variant's) trials that ran now
+    (`took`), else `typical` (typical_seconds), else its recipe's; `guess`: else the mean over the
+    other experiments. NaN where nothing is known."""
+    took = took or {}
+    if took.get(trial.label):
+        return statistics.median(took[trial.label])
+    for known in (trial.label, trial.folder.name):  # a variant without trials: its recipe's time
+        if known in typical:
+            return typical[known]
+    known = [s for times in took.values() for s in times] or list(typical.values())
+    return statistics.mean(known) if known and guess else math.nan
+
+
 class Progress:
     """What run_all shows while trials run: a live bar on a terminal, else one plain line per event.
 
@@ -88,22 +110,16 @@ class Progress:
         self.bar = tqdm(total=len(todo), unit="trial", dynamic_ncols=True, disable=not sys.stderr.isatty(),
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}] {postfix}")
 
-    def _expected(self, trial: Trial) -> float:
-        mine = self.took.get(trial.label)
-        if mine:
-            return statistics.median(mine)
-        if trial.folder.name in self.typical:
-            return self.typical[trial.folder.name]
-        known = [s for took in self.took.values() for s in took] or list(self.typical.values())
-        return statistics.mean(known) if known else math.nan
+    def expected(self, trial: Trial, guess: bool = True) -> float:
+        return expected_seconds(trial, self.typical, self.took, guess)
 
     def counts(self) -> str:
         now = time.time()
         left = 0.0
         for trial in self.todo:
-            if trial.returncode is None:  # not ended: running (part done) or waiting
+            if trial.returncode is None and not trial.held:  # not ended: running (part done) or waiting
                 done = now - trial.seconds if trial.seconds else 0.0
-                left += max(0.0, self._expected(trial) - done)
+                left += max(0.0, self.expected(trial) - done)
         return (f"[{self.ended}/{len(self.todo)} trials, {_clock(now - self.started)} elapsed, "
                 f"~{_clock(left / self.parallel)} left]")
 
@@ -132,6 +148,11 @@ class Progress:
                 trial.error = errors[-1] if errors else (trial.tail[-1] if trial.tail else "no output")
             self.bar.write(f"FAIL  {trial.name} (exit {trial.returncode}): {trial.error} {self.counts()}")
 
+    def held(self, trial: Trial) -> None:
+        self.ended += 1
+        self.bar.update(1)
+        self.bar.write(f"held  {trial.name}: {trial.held} {self.counts()}")
+
     def interrupted(self, trial: Trial) -> None:
         """A trial stopped by an interrupt: it keeps its own time for the report and is not counted as ended."""
         trial.error = "interrupted"
@@ -158,6 +179,10 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
                     if trial is None and (running or any(map(waits_elsewhere, waiting))):
                         break  # all wait for base trials that are running (here or elsewhere): poll again
                     trial = trial or waiting.popleft()  # nothing runs that they wait for: never hang
+                    trial.held = held_back(trial, progress.expected(trial, guess=False), args) if args.until else ""
+                    if trial.held:
+                        progress.held(trial)
+                        continue
                     process = subprocess.Popen(trial_command(trial, args, threads), stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True, bufsize=1)
                     running[trial] = process
@@ -189,13 +214,53 @@ def execute(todo: list[Trial], args: argparse.Namespace, log_path: Path) -> bool
     return not interrupted
 
 
-def typical_seconds(results_dir: Path, data_name: str) -> dict[str, float]:
-    """Median wall time of each experiment's finished trials on this data: the basis of "time left"."""
-    finished, _ = collect_trials(results_dir)
+def typical_seconds(results_dir: Path, data_name: str, cpu_model: str | None = None,
+                    threads: int | None = None) -> dict[str, float]:
+    """Median wall time of the finished trials of each experiment and variant (by label, as
+    Trial.label) on this data: the basis of "time left" and of --until. Of its trials on this CPU
+    model with this many threads where it has any (CPUs differ several-fold), else of all."""
+    finished, _ = collect_trials(results_dir, with_variants=True)
     if finished.empty:
         return {}
     finished = finished[(finished.data == data_name) & (finished.split == "test")]
-    return finished.groupby("folder").wall_seconds.median().to_dict()
+    finished = finished.assign(label=[variants.label(f, v) for f, v in zip(finished.folder, finished.variant)])
+    typical = finished.groupby("label").wall_seconds.median().to_dict()
+    here = finished[(finished.cpu_model == (cpu_model or "")) & (finished.threads == threads)]
+    return {**typical, **here.groupby("label").wall_seconds.median().to_dict()} if cpu_model else typical
+
+
+def parse_until(text: str, now: float | None = None) -> float:
+    """--until's time as seconds since the epoch: HH:MM (the next such time, local), or +90m / +2h
+    from now."""
+    now = time.time() if now is None else now
+    relative = re.fullmatch(r"\+(\d+(?:\.\d+)?)([mh])", text.strip())
+    if relative:
+        return now + float(relative[1]) * (60 if relative[2] == "m" else 3600)
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if not clock or int(clock[1]) > 23 or int(clock[2]) > 59:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time as HH:MM (e.g. 00:45) or a span from now "
+                                         f"as +90m or +2h")
+    today = time.localtime(now)
+    at = time.mktime((today.tm_year, today.tm_mon, today.tm_mday, int(clock[1]), int(clock[2]), 0, 0, 0, -1))
+    return at if at > now else time.mktime(  # tomorrow's, where today's has passed
+        (today.tm_year, today.tm_mon, today.tm_mday + 1, int(clock[1]), int(clock[2]), 0, 0, 0, -1))
+
+
+def held_back(trial: Trial, expected: float, args: argparse.Namespace) -> str:
+    """Why a trial should not start now under --until ("" if it may): expected (seconds, NaN where
+    unknown) to end after it, or no time to expect, or it waits for a trial held back."""
+    if trial.after is not None and trial.after.held:
+        return f"waits for {trial.after.name}, held back"
+    if math.isnan(expected):
+        return "no finished trial of its experiment to expect its time from"
+    state = Checkpoint(trial.directory(args.results_dir, args.data_name, args.smoke)
+                       / results.CHECKPOINT_DIR).load_state()
+    left = max(0.0, expected - (state or {}).get("wall_seconds", 0.0))  # a resumed trial: what remains
+    ends = time.time() + left
+    if ends > args.until:
+        return (f"expected to take {_clock(left)}, to end {_clock(ends - args.until)} after --until "
+                f"{time.strftime('%H:%M', time.localtime(args.until))}")
+    return ""
 
 
 def report(trials: list[Trial], ran: list[Trial]) -> pd.DataFrame:
@@ -246,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="trial 0 of every experiment, then trial 1 of every one, and so on, so that "
                              "the rows grow together (default: all trials of one experiment, then the next)")
     parser.add_argument("--dry-run", action="store_true", help="list what would run and what is done")
+    parser.add_argument("--until", type=parse_until, metavar="HH:MM|+90m",
+                        help="start a trial only where it is expected to end by then (the median time of "
+                             "its experiment's finished trials, on this CPU model and thread count where "
+                             "there are some); the others are held back for a later run")
     ray_options = parser.add_argument_group("Ray", "run the trials as Ray tasks, here or on a cluster "
                                             "(see common/ray_backend.py and the README)")
     ray_options.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -265,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs, --trials and --epochs must be at least 1")
     if args.cpus_per_trial is None:  # the threads plain run_all gives a trial: the same numbers
         args.cpus_per_trial = float(threads_per_trial(args.jobs) or (os.cpu_count() or 1))
+    if args.until is not None and args.ray:
+        parser.error("--until runs local trials only: leave it out with --ray")
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0 or args.retries < 0:
         parser.error("--cpus-per-trial must be positive, --gpus-per-trial and --retries not negative")
     args.results_dir = args.results_dir.expanduser().resolve()
@@ -308,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(t.state == 'done' for t in trials)} done, {sum(t.state == 'locked' for t in trials)} "
           f"running elsewhere" + (" [smoke]" if args.smoke else ""))
     print(counts.to_string())
+    args.data_name = copy.name
+    # smoke trials take seconds: the full trials' times would only mislead
+    args.typical_seconds = {} if args.smoke else typical_seconds(
+        args.results_dir, copy.name, results.cpu_model(), threads_per_trial(args.jobs) or os.cpu_count())
     if args.dry_run:
         for t in todo:
             if args.ray:
@@ -317,7 +392,10 @@ def main(argv: list[str] | None = None) -> int:
                     t, args, max(1, int(args.cpus_per_trial)))))
             else:
                 command = trial_command(t, args, threads_per_trial(args.jobs))
-                print("would run: python", " ".join(command[2:])
+                expected = expected_seconds(t, args.typical_seconds)
+                t.held = held_back(t, expected, args) if args.until else ""
+                print(f"would hold back ({t.held}):" if t.held else f"would run (~{_clock(expected)}):"
+                      if args.until else "would run:", "python", " ".join(command[2:])
                       + (f"  (after {t.after.name}{', running elsewhere' if t.after.state == 'locked' else ''}"
                          f": scores its weights)" if t.after else ""))
         return EXIT_OK
@@ -327,8 +405,6 @@ def main(argv: list[str] | None = None) -> int:
         # Started in the background (`cmd &` in a script), SIGINT arrives ignored: take it back, so that
         # `kill -INT` and `timeout --signal=INT` stop the trials cleanly, as Ctrl-C does.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    # smoke trials take seconds: the full trials' times would only mislead
-    args.typical_seconds = {} if args.smoke else typical_seconds(args.results_dir, copy.name)
     if args.ray:
         from common import ray_backend
 
@@ -343,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
             completed = execute(todo, args, args.results_dir / LOG_NAME)
     table = report(trials, todo)
     print("\n" + table.to_string(index=False))
+    held = [t for t in todo if t.held]
+    if held:
+        print(f"\n{len(held)} trial(s) held back by --until (rerun to run them):\n"
+              + "\n".join(f"  {t.name}: {t.held}" for t in held))
     if not args.smoke:
         repo_results = args.results_dir == results.DEFAULT_RESULTS_DIR.resolve()
         readme = results.REPO_ROOT / "README.md" if repo_results and not args.no_readme else None

@@ -29,6 +29,7 @@ class Trial:
     lock: Path | None = None  # the trial folder's lock file, held while some process runs the trial
     returncode: int | None = None
     error: str = ""
+    held: str = ""  # why it was not started (run_all --until), "" if it was or may be
     seconds: float = 0.0
     last_line: str = ""
     tail: deque = field(default_factory=lambda: deque(maxlen=15))

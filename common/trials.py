@@ -30,6 +30,8 @@ def _trial_rows(path: Path, record: TrialRecord) -> list[dict]:
         "default_trials": int(record["default_trials"]),
         "wall_seconds": float(record["wall_seconds"]),
         "device": record["provenance"]["hardware"]["device"],
+        "cpu_model": str(record["provenance"]["hardware"].get("cpu_model") or ""),
+        "threads": int(record["provenance"]["hardware"].get("threads") or 0),
         # trained on common/speed.py's path (fused batch norm, steps a call), which records itself
         "fast_path": "steps_per_execution" in record["speed"],
         "test_time_flip": bool(record["config"].get("test_time_flip", False)),

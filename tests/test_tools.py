@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import io
@@ -10,6 +11,7 @@ import re
 import math
 import subprocess
 import sys
+import time
 
 import pytest
 from scipy import stats as scipy_stats
@@ -118,6 +120,41 @@ def test_time_left_comes_from_each_experiments_trials(monkeypatch):
     clock[0] += 1800
     # exp110 trial 0 half done (1800 s of 3600 left), trial 1 waiting (3600): 5400 s over 2 at once
     assert progress.counts() == "[1/3 trials, 0:31:00 elapsed, ~0:45:00 left]"
+
+
+def test_until_reads_a_clock_time_or_a_span_and_refuses_anything_else():
+    now = time.mktime((2026, 12, 6, 22, 30, 0, 0, 0, -1))  # local time, as --until's HH:MM
+    assert run_all.parse_until("+90m", now) == now + 5400
+    assert run_all.parse_until("+2h", now) == now + 7200
+    assert run_all.parse_until("23:15", now) == now + 45 * 60
+    assert run_all.parse_until("00:45", now) == time.mktime((2026, 12, 7, 0, 45, 0, 0, 0, -1))  # tomorrow's
+    for bad in ("25:00", "tomorrow", "90m", "+90s", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="HH:MM"):
+            run_all.parse_until(bad, now)
+
+
+def test_until_starts_only_the_trials_expected_to_end_in_time(tiny_data, tiny_name, tmp_path):
+    """exp001's trials take seconds, exp002's ten hours (in the results), exp003 has none to go by:
+    with 30 minutes, only exp001's next trial starts; the others are held back and listed."""
+    for folder, seconds in (("exp001_simple_dense", 5.0), ("exp002_conv", 36000.0)):
+        finished = record(folder[:6], folder, 0, 0.9, name=tiny_name)
+        finished["wall_seconds"] = seconds
+        write(tmp_path, folder, 0, finished)
+    options = ["--only", "exp001", "exp002", "exp003", "--trials", "2", "--epochs", "1", "--until", "+30m",
+               "--data-dir", str(tiny_data), "--results-dir", str(tmp_path), "--no-readme"]
+    preview = run_script("-m", "common.run_all", *options, "--dry-run", cwd=REPO)
+    assert preview.returncode == 0, preview.stderr
+    assert re.search(r"would run \(~0:00:05\): python \S+exp001_simple_dense/train.py --trial 0", preview.stdout)
+    assert re.search(r"would hold back \(expected to take 10:00:00, to end 9:30:\d\d after --until \d\d:\d\d\)"
+                     r": python \S+exp002_conv/train.py --trial 0", preview.stdout)
+    done = run_script("-m", "common.run_all", *options, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = sorted(path.parent.relative_to(tmp_path).as_posix() for path in tmp_path.glob("*/*/*/*/*/metrics.json"))
+    assert ran == [f"{tiny_name}/exp001_simple_dense/variants/epochs=1/trial_{i}" for i in (0, 1)]
+    held = done.stdout.split("held back by --until")[1]
+    assert "exp002_conv/epochs=1 trial 0: expected to take 10:00:00" in held
+    assert "exp003_batch_norm/epochs=1 trial 1: no finished trial of its experiment" in held
+    assert "exp001" not in held
 
 
 def test_smoke_runs_do_not_take_their_time_left_from_full_trials(tiny_data, tiny_name, tmp_path):
