@@ -225,8 +225,10 @@ def typical_seconds(results_dir: Path, data_name: str, cpu_model: str | None = N
     finished = finished[(finished.data == data_name) & (finished.split == "test")]
     finished = finished.assign(label=[variants.label(f, v) for f, v in zip(finished.folder, finished.variant)])
     typical = finished.groupby("label").wall_seconds.median().to_dict()
-    here = finished[(finished.cpu_model == (cpu_model or "")) & (finished.threads == threads)]
-    return {**typical, **here.groupby("label").wall_seconds.median().to_dict()} if cpu_model else typical
+    if not cpu_model:
+        return typical
+    here = finished[(finished.cpu_model == cpu_model) & (finished.threads == threads)]
+    return typical | here.groupby("label").wall_seconds.median().to_dict()
 
 
 def parse_until(text: str, now: float | None = None) -> float:
@@ -380,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
           f"running elsewhere" + (" [smoke]" if args.smoke else ""))
     print(counts.to_string())
     args.data_name = copy.name
-    # smoke trials take seconds: the full trials' times would only mislead
-    args.typical_seconds = {} if args.smoke else typical_seconds(
+    # smoke trials take seconds: the full trials' times would only mislead; a plain dry run needs none
+    args.typical_seconds = {} if args.smoke or (args.dry_run and not args.until) else typical_seconds(
         args.results_dir, copy.name, results.cpu_model(), threads_per_trial(args.jobs) or os.cpu_count())
     if args.dry_run:
         for t in todo:

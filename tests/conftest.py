@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +88,25 @@ def run_script(*args: str, cwd: Path | None = None, env: dict | None = None,
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset it
     return subprocess.run([sys.executable, *args], cwd=cwd or Path("/"), env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def python_sigint(monkeypatch) -> list:
+    """SIGINT in Python's own handler, as in any train.py (a test worker may hold another), and the
+    exceptions Python drops in finalizers collected in the list it gives, instead of printed."""
+    dropped: list = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_type))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield dropped
+    signal.signal(signal.SIGINT, previous)
+
+
+def drop_an_interrupt() -> None:
+    """Ctrl-C to this process from inside a finalizer, where Python drops its KeyboardInterrupt (as
+    it does in TensorFlow's, at each epoch's end)."""
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, inside the finalizer
+
+    Finalized()  # dropped at once: its __del__ runs

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 from common import results as results_module
 from common import evaluation, runner
 from common import record as trial_record
-from conftest import REPO, run_script, trial_path
+from conftest import REPO, drop_an_interrupt, run_script, trial_path
 
 EXP001 = REPO / "exp001_simple_dense" / "train.py"
 EXP002 = REPO / "exp002_conv" / "train.py"
@@ -282,32 +281,22 @@ def test_nan_loss_fails_the_trial_clearly(tiny_data, tmp_path, capsys):
     assert not list((tmp_path / "results").rglob("metrics.json"))
 
 
-def test_a_dropped_interrupt_stops_the_trial_after_the_epoch_it_checkpointed(tiny_data, tmp_path, monkeypatch):
+def test_a_dropped_interrupt_stops_the_trial_after_the_epoch_it_checkpointed(tiny_data, tmp_path, python_sigint):
     """Ctrl-C during training whose KeyboardInterrupt Python dropped in a finalizer: the trial stops
     after the epoch it was in, checkpointed and resumable, instead of running to its end."""
     import keras
 
     def build_model(config):
-        class Finalized:
-            def __del__(self):
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(0.05)  # the KeyboardInterrupt is raised here, and dropped
-
-        Finalized()
+        drop_an_interrupt()
         model = keras.Sequential([keras.Input(shape=(28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
         model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         return model
 
-    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: None)  # Python's printout of the drop
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any train.py
     config = {"trials": 1, "seed": 0, "epochs": 50, "patience": 50, "batch_size": 32}
-    try:
-        code = runner.run_experiment(str(tmp_path / "exp900_interrupted" / "train.py"), "exp900", None, "Ctrl-C",
-                                     config, build_model,
-                                     ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "results")])
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    code = runner.run_experiment(str(tmp_path / "exp900_interrupted" / "train.py"), "exp900", None, "Ctrl-C",
+                                 config, build_model,
+                                 ["--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "results")])
     assert code == runner.EXIT_INTERRUPTED
     state = json.loads(next((tmp_path / "results").rglob("checkpoint/state.json")).read_text())
     assert state["epoch"] == 1

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from common import cli, run_all
-from conftest import REPO, run_script, trial_path
+from conftest import REPO, drop_an_interrupt, run_script, trial_path
 
 SCRIPT = REPO / "scripts" / "timed_trials.sh"
 
@@ -112,26 +112,14 @@ def test_run_all_interrupted_keeps_the_running_trial_resumable(tiny_data, tmp_pa
     assert 0 <= minutes < 10, report  # the trial's own time, not a clock reading
 
 
-def test_an_interrupt_python_drops_in_a_finalizer_still_stops_the_run(monkeypatch):
+def test_an_interrupt_python_drops_in_a_finalizer_still_stops_the_run(python_sigint):
     """A Ctrl-C whose KeyboardInterrupt is raised while a finalizer runs (TensorFlow runs many at each
     epoch's end) is dropped by Python; interrupts_kept remembers it and stop_if_interrupted raises it."""
-    dropped = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_type))
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any train.py
-    try:
-        with cli.interrupts_kept():
-            cli.stop_if_interrupted()  # no interrupt yet: nothing to raise
-
-            class Finalized:
-                def __del__(self):
-                    os.kill(os.getpid(), signal.SIGINT)
-                    time.sleep(0.05)  # the handler runs here, inside the finalizer
-
-            Finalized()  # dropped at once: its __del__ runs
-            assert dropped == [KeyboardInterrupt]  # Python printed it and went on
-            with pytest.raises(KeyboardInterrupt):
-                cli.stop_if_interrupted()
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        cli.stop_if_interrupted()  # forgotten once the run is over
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with cli.interrupts_kept():
+        cli.stop_if_interrupted()  # no interrupt yet: nothing to raise
+        drop_an_interrupt()
+        assert python_sigint == [KeyboardInterrupt]  # Python printed it and went on
+        with pytest.raises(KeyboardInterrupt):
+            cli.stop_if_interrupted()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    cli.stop_if_interrupted()  # forgotten once the run is over
