@@ -25,7 +25,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from common.cli import EXIT_USAGE
@@ -130,23 +129,20 @@ def metrics_comparison(trials: pd.DataFrame, a: str, b: str, same_loss: bool = T
 
 
 def paired_comparison(trials: pd.DataFrame, a: str, b: str, results_dir: Path, markdown: bool) -> list[str]:
-    """McNemar's exact test on the same test images, and accuracy per class, from stored predictions."""
-    sides = {}
-    for label in (a, b):
-        paths = sorted(set(trials[(trials.side == label) & (trials.split == "test")].path))
-        sides[label] = predictions.ensemble(predictions.load(results_dir, paths))
-    ens_a, ens_b = sides[a], sides[b]
-    if ens_a is None or ens_b is None:
-        return ["", "No paired test: " + " and ".join(label for label in (a, b) if sides[label] is None)
+    """McNemar's exact test on the same test images, and accuracy per class, from stored predictions:
+    the ensembles of the trials both sides ran (same trial numbers), so that neither wins by count."""
+    sides = {label: predictions.load_by_trial(results_dir, trials[trials.side == label]) for label in (a, b)}
+    if not sides[a] or not sides[b]:
+        return ["", "No paired test: " + " and ".join(label for label in (a, b) if not sides[label])
                 + " kept no test predictions (trials from before predictions were stored)."]
-    if not np.array_equal(ens_a.labels, ens_b.labels):
-        return ["", "No paired test: the two sets of predictions are not on the same test images."]
-    test = predictions.mcnemar(ens_a.correct, ens_b.correct)
+    paired = predictions.same_trials(sides[a], sides[b])
+    if paired is None:
+        return ["", "No paired test: the two share no trial number with test predictions, or their predictions "
+                    "are not on the same test images."]
+    ens_a, ens_b, test = paired.a, paired.b, paired.test
     better = "no significant difference" if test.p_value >= ALPHA else (
         f"{'B' if test.only_b > test.only_a else 'A'} better")
-
-    def what(ensemble) -> str:
-        return f"ensemble of {ensemble.trials} trials" if ensemble.trials > 1 else "one trial"
+    numbers = ", ".join(str(trial) for trial in paired.trials)
 
     per_class = pd.DataFrame({
         "class": CLASS_NAMES,
@@ -155,7 +151,8 @@ def paired_comparison(trials: pd.DataFrame, a: str, b: str, results_dir: Path, m
     per_class["B - A"] = [f"{float(y) - float(x):+.4f}" for x, y in zip(per_class.A, per_class.B)]
     per_class.loc[len(per_class)] = ["all", f"{ens_a.accuracy:.4f}", f"{ens_b.accuracy:.4f}",
                                      f"{ens_b.accuracy - ens_a.accuracy:+.4f}"]
-    return ["", f"Paired test on the same {len(ens_a.labels)} test images (A: {what(ens_a)}, B: {what(ens_b)}): "
+    members = f"trial {numbers}" if len(paired.trials) == 1 else f"the ensembles of trials {numbers}"
+    return ["", f"Paired test on the same {len(ens_a.labels)} test images ({members} on each side): "
                 f"A right and B wrong on {test.only_a}, A wrong and B right on {test.only_b}; McNemar's exact "
                 f"test p={test.p_value:.3g}: {better}.",
             "", "Calibration of the same predictions (expected calibration error of the top-class probability, "
@@ -233,7 +230,8 @@ def render(a: Side | Path, b: Side | Path, results_dir: Path, markdown: bool, co
                    "trial of B score better than another trial of A? It sees the trial-to-trial spread. "
                    "McNemar's exact test (on the test images that exactly one of the two gets right): do B's "
                    "predictions beat A's on these very images? It sees the image-to-image spread of the "
-                   f"models at hand (each side's ensemble, or its one trial). 'better' means p < {ALPHA}.")
+                   f"models at hand (each side's ensemble of the trials both ran, or that one trial). 'better' means "
+                   f"p < {ALPHA}.")
     out.extend(f"warning: {p}" for p in problems)
     return "\n".join(out) + "\n"
 

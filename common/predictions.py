@@ -44,6 +44,17 @@ def load(results_dir: Path, metrics_paths: list[str]) -> list[results.Prediction
     return found
 
 
+def load_by_trial(results_dir: Path, rows) -> dict[int, results.Predictions]:
+    """{trial: its test predictions}, in trial order, of the trials in `rows` (trials.csv rows with
+    `split`, `trial` and `path`) that kept them."""
+    found = {}
+    for trial, path in rows[rows.split == "test"][["trial", "path"]].itertuples(index=False):
+        loaded = load(results_dir, [path])
+        if loaded:
+            found[int(trial)] = loaded[0]
+    return dict(sorted(found.items()))
+
+
 def ensemble(trials: list[results.Predictions]) -> Ensemble | None:
     """Average the trials' probabilities; None without trials. All must be on the same test images.
 
@@ -99,3 +110,27 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     n = only_a + only_b
     p = 1.0 if n == 0 else min(1.0, 2 * float(scipy_stats.binom.cdf(min(only_a, only_b), n, 0.5)))
     return McNemar(only_a, only_b, p)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two experiments' ensembles of the same trial numbers, and McNemar's test between them."""
+
+    trials: list[int]  # the trial numbers both ran: the same seeds, where the seeds are fixed
+    a: Ensemble
+    b: Ensemble
+    test: McNemar
+
+
+def same_trials(a: dict[int, results.Predictions], b: dict[int, results.Predictions]) -> Paired | None:
+    """McNemar's exact test between the ensembles of the trials both sides ran (load_by_trial's
+    dicts). An ensemble of more members scores higher by itself; with the same members on each side
+    the test sees the recipes, not the counts. None where they share no trial number, or their
+    predictions are not on the same test images."""
+    both = sorted(set(a) & set(b))
+    if not both:
+        return None
+    ensemble_a, ensemble_b = (ensemble([side[trial] for trial in both]) for side in (a, b))
+    if not np.array_equal(ensemble_a.labels, ensemble_b.labels):
+        return None
+    return Paired(both, ensemble_a, ensemble_b, mcnemar(ensemble_a.correct, ensemble_b.correct))

@@ -3,8 +3,8 @@
 Between its markers, after the hypothesis and the change, one line per data copy, for example
 
     **Result on `offline-v2`**: 5 of 10 trials, test accuracy 0.9002±0.0033, 0.8961–0.9030,
-    ensemble 0.9169; against exp103: +0.0071 (Welch, p=0.0094), ensembles 91 fixed / 86 broken
-    (McNemar, p=0.76). The log (reference): 0.9127±0.0022, 0.9092–0.9162 over 10 trials.
+    ensemble 0.9169; against exp103: +0.0071 (Welch, p=0.0094), ensembles of the same 5 trials: 91
+    fixed / 86 broken (McNemar, p=0.76). The log (reference): 0.9127±0.0022, 0.9092–0.9162 over 10 trials.
 
 The README's own text says what it means; the figures come from summary.csv, steps.csv and the
 log's reference table, regenerated with them, so they are never typed by hand.
@@ -24,12 +24,14 @@ MARKER_END = "<!-- result:end -->"
 
 
 def _step(step) -> str:
-    """One step against its base: the change of the test mean (Welch), the ensembles (McNemar)."""
+    """One step against its base: the change of the test mean (Welch), the same trials' ensembles (McNemar)."""
     text = f"against {step.base}: {step.test_delta:+.4f}"
     if not pd.isna(step.welch_p):
         text += f" (Welch{markdown.p_value(step.welch_p)})"
     if not pd.isna(step.mcnemar_p):
-        text += (f", ensembles {int(step.fixed)} fixed / {int(step.broken)} broken"
+        members = ("one trial a side" if step.paired_trials == 1
+                   else f"ensembles of the same {int(step.paired_trials)} trials")
+        text += (f", {members}: {int(step.fixed)} fixed / {int(step.broken)} broken"
                  f" (McNemar{markdown.p_value(step.mcnemar_p)})")
     return text
 

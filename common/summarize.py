@@ -81,20 +81,28 @@ def summarize_trials(trials: pd.DataFrame, results_dir: Path,
 
 
 STEP_COLUMNS = ["data", "step", "base", "experiment", "change", "trials_base", "trials", "test_delta", "welch_p",
-                "ensemble_base", "ensemble", "fixed", "broken", "mcnemar_p", "log_delta", "log_welch_p"]
+                "paired_trials", "ensemble_base", "ensemble", "fixed", "broken", "mcnemar_p", "log_delta",
+                "log_welch_p"]
 
 
-def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame,
-                     ensembles: dict[tuple[str, str], predictions.Ensemble]) -> pd.DataFrame:
+def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     """steps.csv: every experiment against each of its bases on the same data.
 
-    The change of the mean test accuracy with Welch's p (both sides with 2+ trials); the two ensembles
-    (or single trials) on the same test images, with the images the step fixed and broke and
-    McNemar's exact test; and the log's change with its Welch p, where the log has both rows.
-    `ensembles`: test_ensembles(trials, ...).
+    The change of the mean test accuracy with Welch's p (both sides with 2+ trials); the ensembles
+    of the trials both sides ran (the same trial numbers: `paired_trials` a side, so that neither
+    ensemble scores higher for having more members) on the same test images, with the images the
+    step fixed and broke and McNemar's exact test; and the log's change with its Welch p, where the
+    log has both rows.
     """
     test = trials[trials.split == "test"]
     log = reference[reference.split == "test"].set_index("experiment")
+    kept: dict[tuple[str, str], dict[int, results.Predictions]] = {}  # read once per experiment
+
+    def by_trial(data: str, folder: str, rows: pd.DataFrame) -> dict[int, results.Predictions]:
+        if (data, folder) not in kept:
+            kept[data, folder] = predictions.load_by_trial(results_dir, rows)
+        return kept[data, folder]
+
     rows = []
     for (data, folder), after in test.groupby(["data", "folder"], sort=True):
         experiment, listed = after.experiment.iloc[0], after.base.iloc[0]
@@ -107,12 +115,12 @@ def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame,
                    "test_delta": after.accuracy.mean() - before.accuracy.mean(),
                    "welch_p": stats.welch_p(before.accuracy.mean(), before.accuracy.std(), len(before),
                                             after.accuracy.mean(), after.accuracy.std(), len(after))}
-            ensemble_base, ensemble = ensembles.get((data, before.folder.iloc[0])), ensembles.get((data, folder))
-            if ensemble_base is not None and ensemble is not None and np.array_equal(ensemble_base.labels,
-                                                                                     ensemble.labels):
-                paired = predictions.mcnemar(ensemble_base.correct, ensemble.correct)
-                row.update(ensemble_base=ensemble_base.accuracy, ensemble=ensemble.accuracy,
-                           fixed=paired.only_b, broken=paired.only_a, mcnemar_p=paired.p_value)
+            paired = predictions.same_trials(by_trial(data, before.folder.iloc[0], before),
+                                             by_trial(data, folder, after))
+            if paired is not None:
+                row.update(paired_trials=len(paired.trials), ensemble_base=paired.a.accuracy,
+                           ensemble=paired.b.accuracy, fixed=paired.test.only_b, broken=paired.test.only_a,
+                           mcnemar_p=paired.test.p_value)
             if base in log.index and experiment in log.index:
                 a, b = log.loc[base], log.loc[experiment]
                 row.update(log_delta=b.acc_mean - a.acc_mean,
@@ -241,7 +249,7 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
     results.atomic_write_text(results_dir / "trials.csv", trials.to_csv(index=False))
     results.atomic_write_text(results_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     reference = load_reference()
-    steps = step_comparisons(trials, reference, ensembles) if not trials.empty else pd.DataFrame(columns=STEP_COLUMNS)
+    steps = step_comparisons(trials, reference, results_dir) if not trials.empty else pd.DataFrame(columns=STEP_COLUMNS)
     results.atomic_write_text(results_dir / "steps.csv", steps.to_csv(index=False, float_format="%.6g"))
     # the variants the experiments plan are this repository's; their READMEs are those beside the README
     variant_rows = variant_comparisons(with_variants, results_dir, results.REPO_ROOT, log)

@@ -74,11 +74,11 @@ def steps_table(steps: pd.DataFrame) -> str:
     rows = []
     for step in steps.itertuples(index=False):
         paired = ("–" if pd.isna(step.mcnemar_p) else
-                  f"{step.ensemble_base:.4f} → {step.ensemble:.4f}, {int(step.fixed)}/{int(step.broken)}"
-                  f"{markdown.p_value(step.mcnemar_p)}")
+                  f"{int(step.paired_trials)} a side: {step.ensemble_base:.4f} → {step.ensemble:.4f}, "
+                  f"{int(step.fixed)}/{int(step.broken)}{markdown.p_value(step.mcnemar_p)}")
         rows.append({"Step": step.step, "Change": step.change, "Trials": f"{step.trials_base} → {step.trials}",
                      "Test acc. Δ, Welch p": f"{step.test_delta:+.4f}{markdown.p_value(step.welch_p)}",
-                     "Ensembles: test acc., fixed/broken, McNemar p": paired,
+                     "Same trials' ensembles: test acc., fixed/broken, McNemar p": paired,
                      "Original log: Δ, Welch p": ("–" if pd.isna(step.log_delta)
                                                   else f"{step.log_delta:+.4f}{markdown.p_value(step.log_welch_p)}")})
     return markdown.table(pd.DataFrame(rows))
@@ -115,11 +115,12 @@ def data_sections(summary: pd.DataFrame, reference: pd.DataFrame, plot_links: di
                "Each experiment against its base (`results/steps.csv`; `python -m common.diff BASE EXP` for "
                "one step in full). *Test acc. Δ*: the change of the mean over trials, with Welch's t-test "
                "where both sides have 2+ trials: would another trial of the step score better? "
-               "*Ensembles*: each side's trials averaged (or its one trial), on the same test images: the "
-               "images the step fixed and broke, and McNemar's exact test: do the step's predictions beat "
-               "its base's on these very images? An ensemble of more trials scores higher by itself, so "
-               "compare steps with equal trial counts. *Original log*: the log's own change, 10 trials a "
-               "side where it ran them.",
+               "*Same trials' ensembles*: on each side the trials both ran (the same trial numbers, so the "
+               "same seeds where seeds are fixed) averaged, or the one trial; equal counts, since an "
+               "ensemble of more members scores higher by itself. On the same test images: the images the "
+               "step fixed and broke, and McNemar's exact test: do the step's predictions beat its base's "
+               "on these very images? *Original log*: the log's own change, 10 trials a side where it ran "
+               "them.",
                steps_table(mine)] if not mine.empty else []),
             *(variants_section(name, my_variants) if not my_variants.empty else []),
             *(time_to_accuracy_section(name, *time_sections[name]) if name in (time_sections or {}) else []),

@@ -108,7 +108,7 @@ def comparisons(trials: pd.DataFrame, results_dir: Path, plans: list[Planned] | 
                "change": change(folder, name), "trials": len(test), "recipe_trials": recipe.trial.nunique(),
                "valid_acc_mean": valid.mean(), "valid_acc_std": valid.std(), "test_acc_mean": test.mean(),
                "test_acc_std": test.std(), "test_acc_min": test.min(), "test_acc_max": test.max()}
-        mine_predictions = _test_predictions(mine, results_dir)
+        mine_predictions = predictions.load_by_trial(results_dir, mine)
         ensemble = predictions.ensemble(list(mine_predictions.values()))
         if ensemble is not None:
             row.update(ensemble_trials=ensemble.trials, ensemble_acc=ensemble.accuracy)
@@ -120,7 +120,7 @@ def comparisons(trials: pd.DataFrame, results_dir: Path, plans: list[Planned] | 
                        welch_p=stats.welch_p(recipe_test.mean(), recipe_test.std(), len(recipe_test),
                                              test.mean(), test.std(), len(test)))
             if (data, folder) not in recipes_predictions:
-                recipes_predictions[data, folder] = _test_predictions(recipe, results_dir)
+                recipes_predictions[data, folder] = predictions.load_by_trial(results_dir, recipe)
             row.update(_paired(mine_predictions, recipes_predictions[data, folder]))
         rows.append(row)
     recipes = trials[trials.variant == ""]
@@ -139,27 +139,14 @@ def comparisons(trials: pd.DataFrame, results_dir: Path, plans: list[Planned] | 
     return table.sort_values(["data", "folder", "variant"]).reset_index(drop=True)
 
 
-def _test_predictions(rows: pd.DataFrame, results_dir: Path) -> dict[int, results.Predictions]:
-    """{trial: its test predictions} of the trials in `rows` that kept them."""
-    found = {}
-    for trial, path in rows[rows.split == "test"][["trial", "path"]].itertuples(index=False):
-        loaded = predictions.load(results_dir, [path])
-        if loaded:
-            found[int(trial)] = loaded[0]
-    return dict(sorted(found.items()))
-
-
 def _paired(mine: dict[int, results.Predictions], recipe: dict[int, results.Predictions]) -> dict:
     """McNemar's exact test between the ensembles of the trials both ran (same trial index, same seed)."""
-    both = sorted(set(mine) & set(recipe))
-    if not both:
+    paired = predictions.same_trials(recipe, mine)
+    if paired is None:
         return {}
-    sides = [predictions.ensemble([side[trial] for trial in both]) for side in (recipe, mine)]
-    if not np.array_equal(sides[0].labels, sides[1].labels):
-        return {}
-    paired = predictions.mcnemar(sides[0].correct, sides[1].correct)
-    return {"paired_trials": len(both), "paired_recipe_acc": sides[0].accuracy, "paired_acc": sides[1].accuracy,
-            "fixed": paired.only_b, "broken": paired.only_a, "mcnemar_p": paired.p_value}
+    return {"paired_trials": len(paired.trials), "paired_recipe_acc": paired.a.accuracy,
+            "paired_acc": paired.b.accuracy, "fixed": paired.test.only_b, "broken": paired.test.only_a,
+            "mcnemar_p": paired.test.p_value}
 
 
 # ---------------------------------------------------------------- tables

@@ -171,10 +171,26 @@ def test_diff_adds_the_paired_test_and_the_classes(results_with_predictions, cap
     # The ensembles: exp006's gets all 20 right, exp007's all but image 19: one discordant image.
     assert "A right and B wrong on 1, A wrong and B right on 0; McNemar's exact test p=1: no significant" in out
     assert "all 1.0000 0.9500 -0.0500" in " ".join(out.split())
-    assert "A: ensemble of 3 trials, B: ensemble of 2 trials" in out
+    assert "(the ensembles of trials 0, 1 on each side)" in out  # exp007 ran two: exp006's third stays out
     assert "Test accuracy per class:" in out and "Ankle boot" in out
     assert "McNemar's exact test" in out and "Welch's t-test" in out
     assert "Calibration of the same predictions" in out and "lower is better): A 0." in out
+
+
+def test_the_paired_test_compares_ensembles_of_the_trials_both_ran():
+    """An ensemble of more members scores higher by itself: the test takes the same trial numbers a side."""
+    def trial(wrong):
+        classes = LABELS.copy()
+        classes[wrong] = (classes[wrong] + 1) % 10
+        return results.Predictions(np.round(one_hot(classes) * 255).astype(np.uint8), classes, LABELS)
+
+    a = {0: trial([0, 1, 2]), 1: trial([3, 4, 5]), 2: trial([6, 7, 8])}  # the three together: all right
+    b = {0: trial([0, 1, 2]), 3: trial([])}
+    paired = predictions.same_trials(a, b)
+    assert paired.trials == [0] and paired.a.trials == paired.b.trials == 1
+    assert (paired.a.accuracy, paired.b.accuracy) == (0.85, 0.85) and paired.test.p_value == 1.0
+    assert predictions.ensemble(list(a.values())).accuracy == 1.0  # what the unequal comparison would give
+    assert predictions.same_trials(a, {5: trial([])}) is None  # no trial number in common
 
 
 def test_diff_without_predictions_says_so(tmp_path, capsys):

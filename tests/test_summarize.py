@@ -238,9 +238,9 @@ def test_each_step_against_its_bases_by_welch_mcnemar_and_the_log(results, tmp_p
         return np.eye(10)[predicted]
     results_module.write_predictions(results / DATA / "exp001_simple_dense" / "trial_0" / "predictions.npz",
                                      probabilities(range(0, 6)), labels)
-    for trial in range(3):
+    for trial in range(3):  # trial 0 right on images 2-9, trials 1 and 2 on all ten
         results_module.write_predictions(results / DATA / "exp102_conv" / f"trial_{trial}" / "predictions.npz",
-                                         probabilities(range(2, 10)), labels)
+                                         probabilities(range(2, 10) if trial == 0 else range(10)), labels)
     merged = record("exp103", "exp103_batch_norm", 0, 0.95)
     merged["base"] = "exp102, exp001"  # two bases, as the log's merges have: a step from each
     write(results, "exp103_batch_norm", 0, merged)
@@ -250,15 +250,17 @@ def test_each_step_against_its_bases_by_welch_mcnemar_and_the_log(results, tmp_p
     assert list(steps.index) == ["exp001 → exp102", "exp102 → exp103", "exp001 → exp103"]
     step = steps.loc["exp001 → exp102"]
     assert step.test_delta == pytest.approx(0.92 - 0.88) and np.isnan(step.welch_p)  # one trial of exp001
-    # exp102's ensemble gets images 2-9 right, exp001 images 0-5: 4 fixed (6-9), 2 broken (0, 1);
+    # The trial both ran, trial 0 (exp102's three-trial ensemble would get all ten right): exp102's
+    # gets images 2-9 right, exp001's images 0-5: 4 fixed (6-9), 2 broken (0, 1);
     # McNemar's exact p = 2 * P(X <= 2), X ~ Binomial(6, 1/2) = 2 * 22/64.
-    assert (step.fixed, step.broken, step.ensemble_base, step.ensemble) == (4, 2, 0.6, 0.8)
+    assert (step.paired_trials, step.fixed, step.broken, step.ensemble_base, step.ensemble) == (1, 4, 2, 0.6, 0.8)
     assert step.mcnemar_p == pytest.approx(44 / 64)
     assert step.log_delta == pytest.approx(0.8970 - 0.8784)  # the reference CSV's test means
     assert np.isnan(steps.loc["exp102 → exp103"].mcnemar_p)  # exp103 kept no predictions
     text = readme.read_text()
     assert "#### Step by step on `data-ffffffff`" in text
-    assert "| exp001 → exp102 | exp102 idea | 1 → 3 | +0.0400 | 0.6000 → 0.8000, 4/2, p=0.69 | +0.0186 |" in text
+    assert ("| exp001 → exp102 | exp102 idea | 1 → 3 | +0.0400 | 1 a side: 0.6000 → 0.8000, 4/2, p=0.69 | +0.0186 |"
+            in text)
 
 
 def test_each_experiment_readme_gets_its_generated_result_line(results, tmp_path):
@@ -278,7 +280,7 @@ def test_each_experiment_readme_gets_its_generated_result_line(results, tmp_path
     ensembles = summarize.test_ensembles(trials, results)
     summary = summarize.summarize_trials(trials, results, ensembles)
     reference = summarize.load_reference()
-    steps = summarize.step_comparisons(trials, reference, ensembles)
+    steps = summarize.step_comparisons(trials, reference, results)
     written = result_lines.update_experiment_readmes(root, summary, steps, reference)
     assert set(written) == {readme, root / "exp001_simple_dense" / "README.md"}
     text = readme.read_text()
