@@ -175,14 +175,16 @@ def write_variants(results_dir: Path, trials: pd.DataFrame) -> dict[tuple[str, s
 
 
 def write_all(results_dir: Path, trials: pd.DataFrame, reference: pd.DataFrame,
-              test_images: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, list[Path]]]:
+              test_images: dict[str, np.ndarray] | None = None,
+              ensembles: dict[tuple[str, str], predictions.Ensemble] | None = None) -> dict[str, dict[str, list[Path]]]:
     """Every plot of the summary, per data copy: {data name: {"accuracy": [...], "curves": [...],
-    "confusion": [...]}}. `test_images` (by data name) adds the wrongly predicted images."""
+    "confusion": [...]}}. `test_images` (by data name) adds the wrongly predicted images; `ensembles`
+    ({(data, folder): ensemble}, summarize's) saves reading the trials' predictions again."""
     written = {}
     for data, on_data in trials.groupby("data", sort=True) if not trials.empty else []:
         plot_dir = results_dir / results.PLOTS_SUBDIR / data
         files = {"accuracy": [], "curves": [], "confusion": []}
-        ensembles = {}
+        by_experiment = {}
         for folder, group in on_data.groupby("folder", sort=True):
             paths = sorted(set(group.path))
             histories = [pd.read_csv(results_dir / Path(p).with_name(results.HISTORY_FILE)) for p in paths
@@ -191,14 +193,16 @@ def write_all(results_dir: Path, trials: pd.DataFrame, reference: pd.DataFrame,
             if histories:
                 files["curves"].append(learning_curves(f"{folder} on {data}", histories, best_epochs,
                                                        plot_dir / "curves" / f"{folder}.png"))
-            combined = predictions.ensemble(predictions.load(results_dir, paths))
+            combined = (ensembles.get((data, folder)) if ensembles is not None
+                        else predictions.ensemble(predictions.load(results_dir, paths)))
             if combined is not None:
-                ensembles[group.experiment.iloc[0]] = combined
+                by_experiment[group.experiment.iloc[0]] = combined
                 images = (test_images or {}).get(data)
                 files["confusion"].append(confusion(
                     combined, f"{folder} on {data}", plot_dir / "confusion" / f"{folder}.png",
                     images if images is not None and len(images) == len(combined.labels) else None))
-        files["accuracy"].append(test_accuracy(on_data, reference, plot_dir / "test_accuracy.png", data, ensembles))
+        files["accuracy"].append(test_accuracy(on_data, reference, plot_dir / "test_accuracy.png", data,
+                                               by_experiment))
         written[data] = files
     return written
 

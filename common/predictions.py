@@ -55,6 +55,13 @@ def load_by_trial(results_dir: Path, rows) -> dict[int, results.Predictions]:
     return dict(sorted(found.items()))
 
 
+def by_experiment(results_dir: Path, trials) -> dict[tuple[str, str], dict[int, results.Predictions]]:
+    """{(data, folder): load_by_trial of its rows} for every experiment in `trials`: each file read once
+    for all the tables that use it (the ensembles, the step table, the variants against their recipe)."""
+    return {(data, folder): load_by_trial(results_dir, rows)
+            for (data, folder), rows in trials.groupby(["data", "folder"], sort=True)}
+
+
 def ensemble(trials: list[results.Predictions]) -> Ensemble | None:
     """Average the trials' probabilities; None without trials. All must be on the same test images.
 

@@ -43,13 +43,19 @@ MARKER_END = "<!-- results-table:end -->"
 GROUP = ["data", "experiment", "folder", "split"]
 
 
-def test_ensembles(trials: pd.DataFrame, results_dir: Path) -> dict[tuple[str, str], predictions.Ensemble]:
+Loaded = dict[tuple[str, str], dict[int, results.Predictions]]  # predictions.by_experiment's map
+
+
+def test_ensembles(trials: pd.DataFrame, results_dir: Path,
+                   loaded: Loaded | None = None) -> dict[tuple[str, str], predictions.Ensemble]:
     """{(data, folder): the ensemble of its trials' test predictions (one trial: that trial)}, where kept."""
+    if loaded is None:
+        loaded = predictions.by_experiment(results_dir, trials)
     ensembles = {}
-    for (data, folder), group in trials[trials.split == "test"].groupby(["data", "folder"]):
-        combined = predictions.ensemble(predictions.load(results_dir, sorted(set(group.path))))
+    for key, by_trial in loaded.items():
+        combined = predictions.ensemble(list(by_trial.values()))
         if combined is not None:
-            ensembles[data, folder] = combined
+            ensembles[key] = combined
     return ensembles
 
 
@@ -85,7 +91,8 @@ STEP_COLUMNS = ["data", "step", "base", "experiment", "change", "trials_base", "
                 "log_welch_p"]
 
 
-def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame, results_dir: Path,
+                     loaded: Loaded | None = None) -> pd.DataFrame:
     """steps.csv: every experiment against each of its bases on the same data.
 
     The change of the mean test accuracy with Welch's p (both sides with 2+ trials); the ensembles
@@ -96,13 +103,8 @@ def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame, results_dir:
     """
     test = trials[trials.split == "test"]
     log = reference[reference.split == "test"].set_index("experiment")
-    kept: dict[tuple[str, str], dict[int, results.Predictions]] = {}  # read once per experiment
-
-    def by_trial(data: str, folder: str, rows: pd.DataFrame) -> dict[int, results.Predictions]:
-        if (data, folder) not in kept:
-            kept[data, folder] = predictions.load_by_trial(results_dir, rows)
-        return kept[data, folder]
-
+    if loaded is None:
+        loaded = predictions.by_experiment(results_dir, trials)
     rows = []
     for (data, folder), after in test.groupby(["data", "folder"], sort=True):
         experiment, listed = after.experiment.iloc[0], after.base.iloc[0]
@@ -115,8 +117,7 @@ def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame, results_dir:
                    "test_delta": after.accuracy.mean() - before.accuracy.mean(),
                    "welch_p": stats.welch_p(before.accuracy.mean(), before.accuracy.std(), len(before),
                                             after.accuracy.mean(), after.accuracy.std(), len(after))}
-            paired = predictions.same_trials(by_trial(data, before.folder.iloc[0], before),
-                                             by_trial(data, folder, after))
+            paired = predictions.same_trials(loaded[data, before.folder.iloc[0]], loaded[data, folder])
             if paired is not None:
                 row.update(paired_trials=len(paired.trials), ensemble_base=paired.a.accuracy,
                            ensemble=paired.b.accuracy, fixed=paired.test.only_b, broken=paired.test.only_a,
@@ -204,7 +205,8 @@ def test_images(data_dir: str | None, log=print) -> dict[str, np.ndarray]:
     return {copy.name: arrays["test_images"].astype(np.float32) / 255.0}
 
 
-def variant_comparisons(with_variants: pd.DataFrame, results_dir: Path, root: Path, log=print) -> pd.DataFrame:
+def variant_comparisons(with_variants: pd.DataFrame, results_dir: Path, root: Path, log=print,
+                        loaded: Loaded | None = None) -> pd.DataFrame:
     """variants.csv's rows: the variants with trials, and those the experiments under `root` plan."""
     try:
         plans = variant_summary.all_planned(root)
@@ -213,7 +215,7 @@ def variant_comparisons(with_variants: pd.DataFrame, results_dir: Path, root: Pa
         plans = []
     if with_variants.empty:
         return pd.DataFrame(columns=variant_summary.COLUMNS)
-    return variant_summary.comparisons(with_variants, results_dir, plans)
+    return variant_summary.comparisons(with_variants, results_dir, plans, loaded)
 
 
 def time_to_accuracy(results_dir: Path, data_names: list[str], root: Path, log=print
@@ -243,19 +245,23 @@ def summarize(results_dir: Path, readme: Path | None, log=print, data_dir: str |
         log(f"warning: {problem}")
     trials = (with_variants[with_variants.variant == ""].drop(columns="variant").reset_index(drop=True)
               if not with_variants.empty else with_variants)
-    ensembles = test_ensembles(trials, results_dir) if not trials.empty else {}
+    # every trial's test predictions, read once for the ensembles, the step table and the variants
+    loaded = predictions.by_experiment(results_dir, trials) if not trials.empty else {}
+    ensembles = test_ensembles(trials, results_dir, loaded)
     summary = summarize_trials(trials, results_dir, ensembles) if not trials.empty else pd.DataFrame()
     results_dir.mkdir(parents=True, exist_ok=True)
     results.atomic_write_text(results_dir / "trials.csv", trials.to_csv(index=False))
     results.atomic_write_text(results_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     reference = load_reference()
-    steps = step_comparisons(trials, reference, results_dir) if not trials.empty else pd.DataFrame(columns=STEP_COLUMNS)
+    steps = (step_comparisons(trials, reference, results_dir, loaded) if not trials.empty
+             else pd.DataFrame(columns=STEP_COLUMNS))
     results.atomic_write_text(results_dir / "steps.csv", steps.to_csv(index=False, float_format="%.6g"))
     # the variants the experiments plan are this repository's; their READMEs are those beside the README
-    variant_rows = variant_comparisons(with_variants, results_dir, results.REPO_ROOT, log)
+    variant_rows = variant_comparisons(with_variants, results_dir, results.REPO_ROOT, log, loaded)
     root = readme.parent if readme is not None else results.REPO_ROOT
     results.atomic_write_text(results_dir / "variants.csv", variant_rows.to_csv(index=False, float_format="%.6g"))
-    written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {})
+    written = plots.write_all(results_dir, trials, reference, test_images(data_dir, log) if not trials.empty else {},
+                              ensembles)
     time_rows, costs = time_to_accuracy(results_dir, sorted(written), results.REPO_ROOT, log)
     time_plots = {data: plots.time_to_accuracy(rows, results_dir / results.PLOTS_SUBDIR / data / "time_to_accuracy.png",
                                                data) for data, rows in time_rows.items()}

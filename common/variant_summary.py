@@ -93,13 +93,15 @@ def _accuracy(rows: pd.DataFrame, split: str) -> pd.Series:
     return rows[rows.split == split].set_index("trial").accuracy
 
 
-def comparisons(trials: pd.DataFrame, results_dir: Path, plans: list[Planned] | None = None) -> pd.DataFrame:
+def comparisons(trials: pd.DataFrame, results_dir: Path, plans: list[Planned] | None = None,
+                recipes: dict[tuple[str, str], dict[int, results.Predictions]] | None = None) -> pd.DataFrame:
     """variants.csv: one row per data copy and variant with finished trials (`trials` from
     common.trials.collect_trials(with_variants=True)), and one per planned variant still without any on
-    each data copy where its recipe has trials."""
+    each data copy where its recipe has trials. `recipes`: the recipes' predictions where already read
+    (predictions.by_experiment)."""
     rows = []
     found = set()
-    recipes_predictions: dict[tuple[str, str], dict[int, results.Predictions]] = {}  # read once per recipe
+    recipes_predictions = dict(recipes or {})  # read once per recipe
     for (data, folder, name), mine in trials[trials.variant != ""].groupby(["data", "folder", "variant"]):
         found.add((data, folder, name))
         recipe = trials[(trials.data == data) & (trials.folder == folder) & (trials.variant == "")]

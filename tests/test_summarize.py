@@ -229,7 +229,7 @@ def test_a_new_experiment_is_estimated_from_its_bases_epochs_and_an_evaluation_o
     assert "exp207 only scores its base's weights (minutes)" in text and "no measured epoch" not in text
 
 
-def test_each_step_against_its_bases_by_welch_mcnemar_and_the_log(results, tmp_path):
+def test_each_step_against_its_bases_by_welch_mcnemar_and_the_log(results, tmp_path, monkeypatch):
     from common import results as results_module
 
     labels = np.arange(10)
@@ -245,7 +245,11 @@ def test_each_step_against_its_bases_by_welch_mcnemar_and_the_log(results, tmp_p
     merged["base"] = "exp102, exp001"  # two bases, as the log's merges have: a step from each
     write(results, "exp103_batch_norm", 0, merged)
     readme = tmp_path / "README.md"
+    read, reader = [], results_module.read_predictions
+    monkeypatch.setattr(results_module, "read_predictions", lambda path: read.append(path) or reader(path))
     assert summarize.main(["--results-dir", str(results), "--readme", str(readme)]) == 0
+    # each trial's predictions read once, for the ensembles, the steps and the plots alike
+    assert len(read) == len(set(read)) == 4
     steps = pd.read_csv(results / "steps.csv").set_index("step")
     assert list(steps.index) == ["exp001 → exp102", "exp102 → exp103", "exp001 → exp103"]
     step = steps.loc["exp001 → exp102"]
