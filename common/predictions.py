@@ -55,7 +55,10 @@ def load_by_trial(results_dir: Path, rows) -> dict[int, results.Predictions]:
     return dict(sorted(found.items()))
 
 
-def by_experiment(results_dir: Path, trials) -> dict[tuple[str, str], dict[int, results.Predictions]]:
+ByExperiment = dict[tuple[str, str], dict[int, results.Predictions]]  # {(data, folder): {trial: predictions}}
+
+
+def by_experiment(results_dir: Path, trials) -> ByExperiment:
     """{(data, folder): load_by_trial of its rows} for every experiment in `trials`: each file read once
     for all the tables that use it (the ensembles, the step table, the variants against their recipe)."""
     return {(data, folder): load_by_trial(results_dir, rows)

@@ -43,11 +43,8 @@ MARKER_END = "<!-- results-table:end -->"
 GROUP = ["data", "experiment", "folder", "split"]
 
 
-Loaded = dict[tuple[str, str], dict[int, results.Predictions]]  # predictions.by_experiment's map
-
-
 def test_ensembles(trials: pd.DataFrame, results_dir: Path,
-                   loaded: Loaded | None = None) -> dict[tuple[str, str], predictions.Ensemble]:
+                   loaded: predictions.ByExperiment | None = None) -> dict[tuple[str, str], predictions.Ensemble]:
     """{(data, folder): the ensemble of its trials' test predictions (one trial: that trial)}, where kept."""
     if loaded is None:
         loaded = predictions.by_experiment(results_dir, trials)
@@ -92,7 +89,7 @@ STEP_COLUMNS = ["data", "step", "base", "experiment", "change", "trials_base", "
 
 
 def step_comparisons(trials: pd.DataFrame, reference: pd.DataFrame, results_dir: Path,
-                     loaded: Loaded | None = None) -> pd.DataFrame:
+                     loaded: predictions.ByExperiment | None = None) -> pd.DataFrame:
     """steps.csv: every experiment against each of its bases on the same data.
 
     The change of the mean test accuracy with Welch's p (both sides with 2+ trials); the ensembles
@@ -206,7 +203,7 @@ def test_images(data_dir: str | None, log=print) -> dict[str, np.ndarray]:
 
 
 def variant_comparisons(with_variants: pd.DataFrame, results_dir: Path, root: Path, log=print,
-                        loaded: Loaded | None = None) -> pd.DataFrame:
+                        loaded: predictions.ByExperiment | None = None) -> pd.DataFrame:
     """variants.csv's rows: the variants with trials, and those the experiments under `root` plan."""
     try:
         plans = variant_summary.all_planned(root)

@@ -94,7 +94,7 @@ def _accuracy(rows: pd.DataFrame, split: str) -> pd.Series:
 
 
 def comparisons(trials: pd.DataFrame, results_dir: Path, plans: list[Planned] | None = None,
-                recipes: dict[tuple[str, str], dict[int, results.Predictions]] | None = None) -> pd.DataFrame:
+                recipes: predictions.ByExperiment | None = None) -> pd.DataFrame:
     """variants.csv: one row per data copy and variant with finished trials (`trials` from
     common.trials.collect_trials(with_variants=True)), and one per planned variant still without any on
     each data copy where its recipe has trials. `recipes`: the recipes' predictions where already read
